@@ -1,0 +1,138 @@
+"""Proposals: the next trial, as a pure function of the state and the trial index.
+
+All randomness comes from :func:`trial_rng` — a ``random.Random`` seeded from the experiment's
+seed and the trial index — so the decision for trial ``i`` can be re-derived by anyone holding
+the log up to its ``TrialSubmitted`` record.
+
+Decision order (NNI ``RegularizedEvolution``, then evoq's additions):
+
+1. nothing once the experiment is finished or due to finish;
+2. a run lost or preempted is submitted again first, same config, next attempt (no randomness);
+3. nothing when ``results + in flight >= cycles``;
+4. ``init``: a random config while ``population + in flight < population_size``;
+5. nothing while the initial population is still coming in (``population < population_size``);
+6. ``evolve``: a tournament — ``sample_size`` individuals drawn without replacement (a shuffle of
+   the population, as NNI does), the best by ``optimize_mode`` wins (ties go to the youngest in
+   evoq's mode, to the first drawn in NNI mode) — and the winner's config mutated: each
+   dimension resampled with probability ``mutation_prob``.
+
+With ``child_differs`` a child identical to its parent gets one uniformly chosen dimension (among
+those with two or more values) set to a different value. With ``dedup`` a config already
+completed or running is drawn again, up to ``dedup_tries`` times; when none was unseen the last
+one is proposed and the event's ``note`` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from .reducer import Individual, StateView, status_of
+from .space import Config, SearchSpace
+from .strategy import Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A trial to submit; the fields of its ``TrialSubmitted`` event."""
+
+    trial: int
+    attempt: int
+    config: dict[str, Any]
+    parent: int | None
+    phase: str
+    note: str = ""
+
+
+def trial_rng(seed: int, trial: int) -> random.Random:
+    """The random generator for one trial's decision, derived from ``(seed, trial)`` only."""
+    digest = hashlib.blake2b(f"evoq/{seed}/{trial}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def in_flight(state: StateView) -> int:
+    """Runs submitted and not ended, plus runs awaiting a new attempt."""
+    return len(state.running) + len(state.retry)
+
+
+def propose(state: StateView) -> Proposal | None:
+    """The next trial to submit, or None when there is nothing to submit now."""
+    st, space, exp = state.strategy, state.space, state.experiment
+    if st is None or space is None or exp is None or status_of(state) != "running":
+        return None
+    if state.retry:
+        r = state.retry[min(state.retry)]
+        return Proposal(r.trial, r.attempt + 1, dict(r.config), r.parent, r.phase)
+    busy = in_flight(state)
+    if state.results + busy >= st.cycles:
+        return None
+    population = state.population
+    trial = state.next_trial
+    rng = trial_rng(exp.seed, trial)
+    if len(population) + busy < st.population_size:
+        return _search(state, st, space, trial, "init", lambda: (space.sample(rng), None))
+    if len(population) < st.population_size:
+        return None
+    members = list(population)
+    return _search(state, st, space, trial, "evolve", lambda: _breed(members, st, space, rng))
+
+
+def _search(
+    state: StateView, st: Strategy, space: SearchSpace, trial: int, phase: str, draw: Any
+) -> Proposal:
+    config, parent = draw()
+    if not st.dedup:
+        return Proposal(trial, 0, config, parent, phase)
+    seen = state.seen
+    for _ in range(st.dedup_tries - 1):
+        if space.key(config) not in seen:
+            return Proposal(trial, 0, config, parent, phase)
+        config, parent = draw()
+    if space.key(config) not in seen:
+        return Proposal(trial, 0, config, parent, phase)
+    note = f"no unseen config in {st.dedup_tries} tries (space exhausted?): proposing a duplicate"
+    return Proposal(trial, 0, config, parent, phase, note)
+
+
+def tournament(members: list[Individual], st: Strategy, rng: random.Random) -> Individual:
+    """Draw ``sample_size`` members without replacement and return the winner.
+
+    As NNI does: shuffle a copy of the population and take the first ``sample_size``. NNI mode
+    (``child_differs`` and ``dedup`` both off) breaks ties like Python's ``max``/``min``: the first
+    drawn wins; evoq's mode gives ties to the youngest (highest trial index).
+    """
+    sample = members[:]
+    rng.shuffle(sample)
+    sample = sample[: st.sample_size]
+    if not st.dedup and not st.child_differs:
+        pick = max if st.maximize else min
+        return pick(sample, key=lambda ind: ind.metric)
+    sign = 1.0 if st.maximize else -1.0
+    return max(sample, key=lambda ind: (sign * ind.metric, ind.trial))
+
+
+def mutate(parent: Config, space: SearchSpace, st: Strategy, rng: random.Random) -> Config:
+    """Resample each dimension with probability ``mutation_prob`` (NNI's rule), then, with
+    ``child_differs``, make sure at least one dimension changed."""
+    p = st.mutation_prob
+    child = {}
+    for param in space.params:
+        v = parent[param.name]
+        child[param.name] = param.sample(rng) if rng.uniform(0, 1) < p else v
+    if st.child_differs and child == parent:
+        variable = [param for param in space.params if param.can_vary()]
+        if variable:
+            param = rng.choice(variable)
+            new = param.different(rng, parent[param.name])
+            if new is not None:
+                child[param.name] = new
+    return child
+
+
+def _breed(
+    members: list[Individual], st: Strategy, space: SearchSpace, rng: random.Random
+) -> tuple[Config, int]:
+    winner = tournament(members, st, rng)
+    return mutate(dict(winner.config), space, st, rng), winner.trial

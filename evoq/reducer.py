@@ -1,0 +1,446 @@
+"""The reducer: an experiment's state is a pure fold of its events.
+
+``apply(state, event) -> state`` never mutates its inputs, and ``replay(events)`` is the fold of
+``apply`` from the empty state. For speed both run on a :class:`StateBuilder` — a mutable
+accumulator holding the same fields — which ``replay`` freezes once at the end; the property
+tests check that ``replay`` equals the step-by-step fold of ``apply``.
+
+Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastructure faults):
+
+* A log starts with ``ExperimentCreated``; a second one is ignored.
+* ``TrialSubmitted`` with attempt 0 opens the next trial index; with attempt ``a > 0`` it re-runs a
+  trial whose attempt ``a - 1`` was lost or preempted. Any other submission is a duplicate and
+  changes nothing.
+* The first terminal event (completed or failed) of a running ``(trial, attempt)`` wins; later
+  ones, and events about runs that are not running, change nothing.
+* A completion appends ``(trial, config, metric)`` to the population; when it then holds more
+  than ``population_size`` individuals the *oldest* is pushed out. It counts toward ``cycles``.
+  A completion whose metric is not finite counts as an ``invalid_metric`` failure.
+* A failure of kind ``error``/``invalid_metric``/``timeout`` follows ``on_failure``: ``worst``
+  appends the trial with the worst possible metric and counts it toward ``cycles``; ``ignore``
+  drops it (the controller proposes a new trial for the slot). It counts toward the failures in a
+  row that end the experiment at ``max_failures``.
+* A ``lost`` or ``preempted`` run is queued to run again as the next attempt, without counting
+  toward ``cycles`` or touching the population, until ``max_attempts`` runs were lost; the last
+  one then counts as a failure like any other.
+* ``ExperimentFinished`` is recorded; events after it change nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from math import isfinite
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
+
+from .codec import _FAST_CHECKS, TAGS, check_record, to_record
+from .events import (
+    INFRA_FAILURES,
+    Event,
+    ExperimentCreated,
+    ExperimentFinished,
+    TrialCompleted,
+    TrialFailed,
+    TrialStarted,
+    TrialSubmitted,
+)
+from .space import Config, ConfigKey, SearchSpace
+from .strategy import Strategy
+
+
+class InvalidLogError(ValueError):
+    """The events do not form a valid experiment log (e.g. no ``ExperimentCreated`` first)."""
+
+
+class Individual(NamedTuple):
+    """A member of the population: a trial with its config and metric."""
+
+    trial: int
+    config: Mapping[str, Any]
+    metric: float
+
+
+class Run(NamedTuple):
+    """A trial run that was submitted and has not ended (or awaits its next attempt)."""
+
+    trial: int
+    attempt: int
+    config: Mapping[str, Any]
+    parent: int | None
+    phase: str
+    worker: str | None = None
+    submitted_at: float = 0.0
+    started_at: float | None = None
+
+
+class StateView(Protocol):
+    """What proposals and status need to read; both :class:`State` and the builder provide it."""
+
+    @property
+    def experiment(self) -> ExperimentCreated | None: ...
+    @property
+    def strategy(self) -> Strategy | None: ...
+    @property
+    def space(self) -> SearchSpace | None: ...
+    @property
+    def population(self) -> Sequence[Individual]: ...
+    @property
+    def running(self) -> Mapping[int, Run]: ...
+    @property
+    def retry(self) -> Mapping[int, Run]: ...
+    @property
+    def seen(self) -> Mapping[ConfigKey, int]: ...
+    @property
+    def next_trial(self) -> int: ...
+    @property
+    def results(self) -> int: ...
+    @property
+    def failures_in_a_row(self) -> int: ...
+    @property
+    def finished(self) -> ExperimentFinished | None: ...
+
+
+@dataclass(frozen=True)
+class State:
+    """An experiment's state, rebuilt from its log. Immutable.
+
+    Attributes:
+        experiment: the ``ExperimentCreated`` record (None before it).
+        strategy, space: parsed from it.
+        population: the aging population, oldest first (at most ``population_size``).
+        running: runs submitted and not ended, by trial index.
+        retry: runs lost or preempted, awaiting their next attempt, by trial index.
+        seen: configs (by :meth:`SearchSpace.key`) completed, counted as failed under ``worst``,
+            running or awaiting a retry, with their multiplicity (used for dedup).
+        next_trial: the index the next new trial gets.
+        results: results counted toward ``cycles`` (completions and ``worst`` failures).
+        completed: trials that completed with a finite metric.
+        failed: failed runs by kind (``lost`` and ``preempted`` runs included).
+        failures_in_a_row: counted failures since the last completion.
+        best: the best completed individual ever seen (the population forgets; this does not).
+        finished: the ``ExperimentFinished`` record, once written.
+        events: number of events folded in.
+    """
+
+    experiment: ExperimentCreated | None = None
+    strategy: Strategy | None = None
+    space: SearchSpace | None = None
+    population: tuple[Individual, ...] = ()
+    running: Mapping[int, Run] = field(default_factory=lambda: MappingProxyType({}))
+    retry: Mapping[int, Run] = field(default_factory=lambda: MappingProxyType({}))
+    seen: Mapping[ConfigKey, int] = field(default_factory=lambda: MappingProxyType({}))
+    next_trial: int = 0
+    results: int = 0
+    completed: int = 0
+    failed: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    failures_in_a_row: int = 0
+    best: Individual | None = None
+    finished: ExperimentFinished | None = None
+    events: int = 0
+
+    @property
+    def status(self) -> str:
+        """``running``, or the end status: logged, or due (``completed``/``failed``) from counts."""
+        return status_of(self)
+
+    @property
+    def failed_total(self) -> int:
+        """All failed runs, every kind."""
+        return sum(self.failed.values())
+
+
+def status_of(s: StateView) -> str:
+    """The experiment's status, decided from state alone."""
+    if s.finished is not None:
+        return s.finished.status
+    st = s.strategy
+    if st is None:
+        return "empty"
+    if s.results >= st.cycles:
+        return "completed"
+    if s.failures_in_a_row >= st.max_failures:
+        return "failed"
+    return "running"
+
+
+def finish_reason(s: StateView) -> str:
+    """A human-readable reason for the status :func:`status_of` gives."""
+    st = s.strategy
+    if s.finished is not None:
+        return s.finished.reason
+    if st is None:
+        return "no experiment_created record"
+    if s.results >= st.cycles:
+        return f"{s.results} results reached cycles={st.cycles}"
+    if s.failures_in_a_row >= st.max_failures:
+        return f"{s.failures_in_a_row} trials failed in a row (max_failures={st.max_failures})"
+    return ""
+
+
+class StateBuilder:
+    """A mutable accumulator of state: fold events in with :meth:`add`, freeze with :meth:`freeze`.
+
+    The controller keeps one and folds new events into it as they arrive; it satisfies
+    :class:`StateView`, so proposals can read it without a copy.
+    """
+
+    __slots__ = (
+        "_key",
+        "_maximize",
+        "_pop_size",
+        "best",
+        "completed",
+        "events",
+        "experiment",
+        "failed",
+        "failures_in_a_row",
+        "finished",
+        "next_trial",
+        "population",
+        "results",
+        "retry",
+        "running",
+        "seen",
+        "space",
+        "strategy",
+    )  # fmt: skip
+
+    def __init__(self, state: State | None = None) -> None:
+        s = state if state is not None else State()
+        self.experiment = s.experiment
+        self.strategy = s.strategy
+        self.space = s.space
+        self.population: deque[Individual] = deque(s.population)
+        self.running: dict[int, Run] = dict(s.running)
+        self.retry: dict[int, Run] = dict(s.retry)
+        self.seen: dict[ConfigKey, int] = dict(s.seen)
+        self.next_trial = s.next_trial
+        self.results = s.results
+        self.completed = s.completed
+        self.failed: dict[str, int] = dict(s.failed)
+        self.failures_in_a_row = s.failures_in_a_row
+        self.best = s.best
+        self.finished = s.finished
+        self.events = s.events
+        self._pop_size = s.strategy.population_size if s.strategy else 0
+        self._key = s.space.key if s.space else None
+        self._maximize = s.strategy.maximize if s.strategy else True
+
+    def add(self, event: Event) -> None:
+        """Fold one event in."""
+        rec = check_record(to_record(event))
+        self.events += 1
+        _HANDLERS[rec[0]](self, rec)
+
+    def add_all(self, events: Iterable[Event]) -> None:
+        """Fold events in, in order."""
+        for event in events:
+            self.add(event)
+
+    def add_records(self, records: Iterable[tuple[Any, Any]]) -> None:
+        """Fold in unpacked records ``(position, record tuple)`` — the fast replay path.
+
+        Each record is validated by :func:`~evoq.codec.check_record` (a bad one raises a
+        CodecError naming its position) without building an event object.
+        """
+        table, handlers, check = _CHECKED_HANDLERS, _HANDLERS, check_record
+        n = 0
+        try:
+            for pos, rec in records:
+                try:
+                    fast, handler = table[rec[0]]
+                except (KeyError, TypeError, IndexError):
+                    fast = None
+                if fast is None or not fast(rec):
+                    rec = check(rec, offset=pos)
+                    handler = handlers[rec[0]]
+                handler(self, rec)
+                n += 1
+        finally:
+            self.events += n
+
+    def freeze(self) -> State:
+        """An immutable snapshot of the current state."""
+        return State(
+            experiment=self.experiment,
+            strategy=self.strategy,
+            space=self.space,
+            population=tuple(self.population),
+            running=MappingProxyType(dict(self.running)),
+            retry=MappingProxyType(dict(self.retry)),
+            seen=MappingProxyType(dict(self.seen)),
+            next_trial=self.next_trial,
+            results=self.results,
+            completed=self.completed,
+            failed=MappingProxyType(dict(self.failed)),
+            failures_in_a_row=self.failures_in_a_row,
+            best=self.best,
+            finished=self.finished,
+            events=self.events,
+        )
+
+    @property
+    def status(self) -> str:
+        """See :func:`status_of`."""
+        return status_of(self)
+
+    # -- helpers used by the mutators ------------------------------------------------------
+    def key(self, config: Mapping[str, Any]) -> ConfigKey:
+        assert self._key is not None
+        return self._key(config)
+
+    def unsee(self, config: Mapping[str, Any]) -> None:
+        k = self.key(config)
+        n = self.seen.get(k, 0)
+        if n <= 1:
+            self.seen.pop(k, None)
+        else:
+            self.seen[k] = n - 1
+
+    def enter(self, individual: Individual) -> None:
+        pop = self.population
+        pop.append(individual)
+        if len(pop) > self._pop_size:
+            pop.popleft()
+        self.results += 1
+
+
+def _live(b: StateBuilder) -> bool:
+    if b.experiment is None:
+        raise InvalidLogError("the log does not start with an experiment_created record")
+    return b.finished is None
+
+
+# Handlers take a validated record tuple (tag, version, *fields), fields in dataclass order.
+
+
+def _on_created(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    if b.experiment is not None:
+        return
+    e = ExperimentCreated(*r[2:])
+    try:
+        strategy = Strategy.from_dict(e.strategy)
+        space = SearchSpace.parse(e.space)
+    except (ValueError, TypeError) as exc:
+        raise InvalidLogError(f"experiment_created: {exc}") from None
+    b.experiment, b.strategy, b.space = e, strategy, space
+    b._pop_size, b._key, b._maximize = strategy.population_size, space.key, strategy.maximize
+
+
+def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    # (tag, v, trial, attempt, config, parent, phase, note, at)
+    if b.finished is not None or b.experiment is None:
+        _live(b)
+        return
+    i, attempt, config = r[2], r[3], r[4]
+    if attempt == 0:
+        if i != b.next_trial:
+            return
+        b.next_trial = i + 1
+    else:
+        prev = b.retry.get(i)
+        if prev is None or prev[1] != attempt - 1:
+            return
+        del b.retry[i]
+        b.unsee(prev[2])
+    b.running[i] = _new(Run, (i, attempt, config, r[5], r[6], None, r[8], None))
+    k = b._key(config)  # type: ignore[misc]
+    seen = b.seen
+    seen[k] = seen.get(k, 0) + 1
+
+
+def _on_started(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    # (tag, v, trial, attempt, worker, at)
+    if b.finished is not None or b.experiment is None:
+        _live(b)
+        return
+    run = b.running.get(r[2])
+    if run is None or run[1] != r[3] or run[5] is not None:
+        return
+    b.running[r[2]] = _new(Run, (*run[:5], r[4], run[6], r[5]))
+
+
+def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    # (tag, v, trial, attempt, metric, duration, worker, at)
+    if b.finished is not None or b.experiment is None:
+        _live(b)
+        return
+    run = b.running.get(r[2])
+    if run is None or run[1] != r[3]:
+        return
+    metric = r[4]
+    if not isfinite(metric):
+        _count_failure(b, run, "invalid_metric")
+        return
+    del b.running[r[2]]
+    ind = _new(Individual, (run[0], run[2], metric))
+    b.enter(ind)
+    b.completed += 1
+    b.failures_in_a_row = 0
+    best = b.best
+    if best is None or (metric > best[2] if b._maximize else metric < best[2]):
+        b.best = ind
+
+
+def _count_failure(b: StateBuilder, run: Run, kind: str) -> None:
+    del b.running[run.trial]
+    b.failed[kind] = b.failed.get(kind, 0) + 1
+    st = b.strategy
+    assert st is not None
+    if kind in INFRA_FAILURES and run.attempt + 1 < st.max_attempts:
+        b.retry[run.trial] = run
+        return
+    b.failures_in_a_row += 1
+    if st.on_failure == "worst":
+        b.enter(Individual(run.trial, run.config, st.worst))
+    else:
+        b.unsee(run.config)
+
+
+def _on_failed(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    # (tag, v, trial, attempt, kind, message, worker, at)
+    if b.finished is not None or b.experiment is None:
+        _live(b)
+        return
+    run = b.running.get(r[2])
+    if run is None or run[1] != r[3]:
+        return
+    _count_failure(b, run, r[4])
+
+
+def _on_finished(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    if _live(b):
+        b.finished = ExperimentFinished(*r[2:])
+
+
+_HANDLERS: dict[str, Callable[[StateBuilder, tuple[Any, ...]], None]] = {
+    TAGS[ExperimentCreated]: _on_created,
+    TAGS[TrialSubmitted]: _on_submitted,
+    TAGS[TrialStarted]: _on_started,
+    TAGS[TrialCompleted]: _on_completed,
+    TAGS[TrialFailed]: _on_failed,
+    TAGS[ExperimentFinished]: _on_finished,
+}
+_CHECKED_HANDLERS = {tag: (_FAST_CHECKS[tag], h) for tag, h in _HANDLERS.items()}
+_new = tuple.__new__
+
+
+def apply(state: State, event: Event) -> State:
+    """The state after ``event``; ``state`` is not changed."""
+    b = StateBuilder(state)
+    b.add(event)
+    return b.freeze()
+
+
+def replay(events: Iterable[Event], state: State | None = None) -> State:
+    """Fold ``events`` (onto ``state``, or the empty state) and return the result."""
+    b = StateBuilder(state)
+    b.add_all(events)
+    return b.freeze()
+
+
+def config_of(individual: Individual | Run) -> Config:
+    """A fresh mutable copy of the config of a population member or run."""
+    return dict(individual.config)

@@ -1,0 +1,123 @@
+"""Strategy parameters: NNI ``RegularizedEvolution``'s names and defaults, plus evoq's own."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OPTIMIZE_MODES = ("maximize", "minimize")
+ON_FAILURE = ("ignore", "worst")
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """Parameters of aging evolution.
+
+    The first six are NNI's ``RegularizedEvolution`` parameters with NNI's defaults. The rest are
+    evoq's own; :meth:`nni` gives the exact NNI 2.10 behaviour (child may equal its parent, no
+    dedup).
+
+    Attributes:
+        optimize_mode: ``"maximize"`` or ``"minimize"`` the trial metric.
+        population_size: P, the number of most recent results kept.
+        sample_size: S, individuals drawn (without replacement) for each tournament; ``S < P``.
+        cycles: results (completions, and failures under ``on_failure="worst"``) to collect.
+        mutation_prob: probability that each dimension of the parent is resampled.
+        on_failure: ``"ignore"`` drops a failed trial and proposes again; ``"worst"`` enters it
+            in the population with the worst possible metric and counts it toward ``cycles``.
+        dedup: never propose a config already completed or running (bounded retries).
+        child_differs: a child that came out identical to its parent gets one uniformly chosen
+            dimension set to a different value (Real et al. change exactly one thing).
+        dedup_tries: proposals tried before giving up on finding an unseen config.
+        max_failures: the experiment ends as failed after this many failures in a row.
+        max_attempts: runs of one trial lost or preempted by the infrastructure before it is
+            counted as failed.
+        trial_timeout: seconds a trial may run (the RQ job timeout); None for RQ's default.
+        prefetch: trials kept in flight beyond the live workers once the population is full.
+    """
+
+    optimize_mode: str = "maximize"
+    population_size: int = 100
+    sample_size: int = 25
+    cycles: int = 20000
+    mutation_prob: float = 0.05
+    on_failure: str = "ignore"
+    dedup: bool = True
+    child_differs: bool = True
+    dedup_tries: int = 100
+    max_failures: int = 100
+    max_attempts: int = 3
+    trial_timeout: float | None = None
+    prefetch: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"strategy parameter {name!r}: {why}, got {getattr(self, name)!r}")
+
+        for name in (
+            "population_size",
+            "sample_size",
+            "cycles",
+            "dedup_tries",
+            "max_failures",
+            "max_attempts",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "must be a positive integer")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise bad("prefetch", "must be a non-negative integer")
+        if self.optimize_mode not in OPTIMIZE_MODES:
+            raise bad("optimize_mode", f"must be one of {OPTIMIZE_MODES}")
+        if self.on_failure not in ON_FAILURE:
+            raise bad("on_failure", f"must be one of {ON_FAILURE}")
+        if self.sample_size >= self.population_size:
+            raise ValueError(
+                f"strategy parameter 'sample_size' must be smaller than population_size "
+                f"({self.sample_size} >= {self.population_size})"
+            )
+        p = self.mutation_prob
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise bad("mutation_prob", "must be a probability in [0, 1]")
+        for name in ("dedup", "child_differs"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
+        t = self.trial_timeout
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0
+        ):
+            raise bad("trial_timeout", "must be a positive number of seconds or None")
+
+    @classmethod
+    def nni(cls, **overrides: Any) -> Strategy:
+        """NNI 2.10's exact semantics: a child may equal its parent and duplicates are allowed."""
+        return cls(**{"dedup": False, "child_differs": False, **overrides})
+
+    @property
+    def maximize(self) -> bool:
+        """True when a larger metric is better."""
+        return self.optimize_mode == "maximize"
+
+    @property
+    def worst(self) -> float:
+        """The worst possible metric for ``optimize_mode`` (given to failures under ``worst``)."""
+        return -math.inf if self.maximize else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        """All parameters as a plain mapping (the form logged in ``ExperimentCreated``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Strategy:
+        """Build from a mapping; unknown keys are an error naming the key. Missing keys default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in raw if k not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown strategy parameter(s): {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**raw)

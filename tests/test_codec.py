@@ -1,0 +1,135 @@
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evoq import codec
+from evoq.codec import (
+    CodecError,
+    CorruptRecordError,
+    UnknownEventError,
+    UnsupportedVersionError,
+    decode,
+    encode,
+)
+from evoq.events import TrialCompleted, TrialSubmitted
+from evoq.log import FileLog, replay_log
+from evoq.report import summary
+
+from .strategies import events
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def same(a, b):
+    """Structural equality where nan equals nan."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if hasattr(a, "__dataclass_fields__"):
+        return type(a) is type(b) and all(same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    return type(a) is type(b) and a == b
+
+
+@given(events)
+@settings(max_examples=300)
+def test_every_event_round_trips(event):
+    data = encode(event)
+    back = decode(data)
+    assert same(back, event)
+    assert encode(back) == data
+
+
+def test_nan_inf_and_tuples_are_deliberate():
+    e = TrialCompleted(1, 0, float("nan"), float("inf"), "w", -math.inf)
+    back = decode(encode(e))
+    assert math.isnan(back.metric) and back.duration == math.inf and back.at == -math.inf
+    s = TrialSubmitted(0, 0, {"shape": [1, [2, 3]]}, None, "init", "", 0.0)
+    assert decode(encode(s)).config == {"shape": (1, (2, 3))}  # arrays decode as tuples
+    # integers in float fields are accepted and normalised
+    raw = msgpack.packb(["trial_completed", 1, 1, 0, 3, 2, "w", 5])
+    back = decode(raw)
+    assert back.metric == 3.0 and type(back.metric) is float and type(back.at) is float
+
+
+@pytest.mark.parametrize(
+    "obj, error, words",
+    [
+        (["trial_exploded", 1, 0], UnknownEventError, ["unknown event type", "'trial_exploded'"]),
+        (["trial_started", 99, 0, 0, "w", 0.0], UnsupportedVersionError, ["version 99", "newer"]),
+        (["trial_started", 0, 0, 0, "w", 0.0], CorruptRecordError, ["schema version"]),
+        (["trial_started", 1, 0, 0, "w"], CorruptRecordError, ["4 fields", "has 3"]),
+        (["trial_started", 1, "0", 0, "w", 0.0], CorruptRecordError, ["trial_started.trial", "int"]),
+        (["trial_started", 1, True, 0, "w", 0.0], CorruptRecordError, ["trial_started.trial"]),
+        (["trial_failed", 1, 0, 0, "meltdown", "m", "w", 0.0], CorruptRecordError, ["kind", "meltdown"]),
+        (["trial_submitted", 1, 0, 0, {}, None, "grow", "", 0.0], CorruptRecordError, ["phase"]),
+        ({"a": 1}, CorruptRecordError, ["array"]),
+        (7, CorruptRecordError, ["array"]),
+    ],
+)
+def test_bad_records_raise_typed_errors_with_offset(obj, error, words):
+    with pytest.raises(error) as info:
+        decode(msgpack.packb(obj), offset=1234)
+    assert info.value.offset == 1234
+    assert "offset 1234" in str(info.value)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_truncated_and_garbled_bytes():
+    data = encode(TrialCompleted(1, 0, 0.5, 1.0, "w", 0.0))
+    for cut in range(len(data)):
+        with pytest.raises(CodecError) as info:
+            decode(data[:cut], offset=cut)
+        assert info.value.offset == cut
+    with pytest.raises(CorruptRecordError):
+        decode(data + b"\x00")  # trailing garbage
+    with pytest.raises(CorruptRecordError):
+        decode(b"\xc1")  # a byte msgpack never uses
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=2000)
+def test_arbitrary_bytes_only_raise_codec_errors(data):
+    with contextlib.suppress(CodecError):
+        decode(data)
+
+
+def test_encode_refuses_non_events_and_uncarriable_values():
+    with pytest.raises(CodecError):
+        encode(object())  # type: ignore[arg-type]
+    with pytest.raises(CodecError, match="TrialSubmitted"):
+        encode(TrialSubmitted(0, 0, {"a": object()}, None, "init", "", 0.0))
+
+
+def test_upcasters_bring_old_versions_forward(monkeypatch):
+    """A v1 record is read by a (future) v2 evoq through its upcaster chain."""
+    monkeypatch.setattr(codec, "SCHEMA_VERSION", 2)
+    # pretend v2 renamed nothing but v1 'worker' names lacked a prefix: the upcaster adds it
+    monkeypatch.setitem(codec.UPCASTERS, ("trial_started", 1), lambda f: [f[0], f[1], "host:" + f[2], f[3]])
+    monkeypatch.setattr(codec, "_FAST_CHECKS", {})
+    old = msgpack.packb(["trial_started", 1, 3, 0, "w1", 1.0])
+    assert decode(old).worker == "host:w1"
+    with pytest.raises(UnsupportedVersionError, match="no upcaster"):
+        decode(msgpack.packb(["trial_completed", 1, 3, 0, 1.0, 1.0, "w", 1.0]))
+
+
+@pytest.mark.parametrize("version", sorted(int(p.stem[1:]) for p in GOLDEN.glob("v*.evoqlog")))
+def test_golden_logs_replay_to_their_recorded_state(version):
+    log = FileLog(GOLDEN / f"v{version}.evoqlog")
+    expected = json.loads((GOLDEN / f"v{version}.state.json").read_text())
+    state = replay_log(log).freeze()
+    assert json.loads(json.dumps(summary(state), sort_keys=True)) == expected
+    assert state.status == "completed" and state.results == expected["cycles"]
+
+
+def test_golden_log_for_current_version_exists():
+    assert (GOLDEN / f"v{codec.SCHEMA_VERSION}.evoqlog").exists()

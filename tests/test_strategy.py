@@ -1,0 +1,48 @@
+import pytest
+
+from evoq.strategy import Strategy
+
+
+def test_defaults_are_nni():
+    s = Strategy()
+    assert (s.optimize_mode, s.population_size, s.sample_size, s.cycles, s.mutation_prob, s.on_failure) == (
+        "maximize",
+        100,
+        25,
+        20000,
+        0.05,
+        "ignore",
+    )
+    assert s.dedup and s.child_differs
+    n = Strategy.nni()
+    assert not n.dedup and not n.child_differs
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"sample_size": 100}, "sample_size"),
+        ({"population_size": 10, "sample_size": 20}, "sample_size"),
+        ({"mutation_prob": 1.5}, "mutation_prob"),
+        ({"mutation_prob": -0.1}, "mutation_prob"),
+        ({"optimize_mode": "max"}, "optimize_mode"),
+        ({"on_failure": "retry"}, "on_failure"),
+        ({"cycles": 0}, "cycles"),
+        ({"population_size": True}, "population_size"),
+        ({"max_failures": -1}, "max_failures"),
+        ({"trial_timeout": 0}, "trial_timeout"),
+        ({"prefetch": -1}, "prefetch"),
+        ({"dedup": "yes"}, "dedup"),
+    ],
+)
+def test_invalid_parameters_raise_value_error(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        Strategy(**kwargs)
+
+
+def test_dict_round_trip_and_unknown_keys():
+    s = Strategy(population_size=20, sample_size=5, trial_timeout=30.0)
+    assert Strategy.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="populaton_size"):
+        Strategy.from_dict({"populaton_size": 3})
+    assert Strategy().worst == float("-inf") and Strategy(optimize_mode="minimize").worst == float("inf")
