@@ -5,6 +5,8 @@ The pure core — :mod:`evoq.space`, :mod:`evoq.strategy`, :mod:`evoq.events`, :
 state. :mod:`evoq.log` holds the local log backends.
 """
 
+__version__ = "0.1.0"
+
 from .codec import CodecError, CorruptRecordError, UnknownEventError, UnsupportedVersionError, decode, encode
 from .events import (
     ExperimentCreated,
@@ -19,8 +21,6 @@ from .proposal import Proposal, propose
 from .reducer import State, StateBuilder, apply, replay
 from .space import SearchSpace, SpaceError
 from .strategy import Strategy
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CodecError",

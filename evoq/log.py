@@ -19,7 +19,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,8 +67,13 @@ def read_records(log: EventLog, after: Any = None) -> Iterator[tuple[Any, Any]]:
     Garbled bytes raise :class:`~evoq.codec.CorruptRecordError` naming the position; feed the
     result to :meth:`evoq.reducer.StateBuilder.add_records`, which validates each record.
     """
+    return unpack_records(log.read(after))
+
+
+def unpack_records(entries: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[Any, Any]]:
+    """msgpack-unpack ``(position, bytes)`` entries into ``(position, raw tuple)``."""
     unpackb = msgpack.unpackb
-    for pos, data in log.read(after):
+    for pos, data in entries:
         try:
             yield pos, unpackb(data, raw=False, use_list=False, strict_map_key=True)
         except Exception as exc:  # msgpack raises ValueError, TypeError and its own exceptions

@@ -24,10 +24,12 @@ as ``null`` so that the output is strict JSON. Tuples in configs become lists.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .reducer import Individual, State, finish_reason
+from .events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialSubmitted
+from .reducer import Individual, State, StateBuilder, finish_reason
 
 
 def _plain(value: Any) -> Any:
@@ -63,3 +65,54 @@ def summary(state: State) -> dict[str, Any]:
         "population": [individual_json(i) for i in state.population],
         "best": individual_json(state.best) if state.best else None,
     }
+
+
+@dataclass
+class TrialRow:
+    """One trial as the log tells it (its last attempt)."""
+
+    trial: int
+    attempt: int
+    config: Mapping[str, Any]
+    parent: int | None
+    phase: str
+    status: str = "running"  # running | completed | failed:<kind> | retry
+    metric: float | None = None
+    submitted_at: float = 0.0
+    ended_at: float | None = None
+    worker: str = ""
+    message: str = ""
+
+
+def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
+    """Every trial with its config, parent and outcome, by folding ``events`` through the reducer
+    (so that duplicates and late events are judged exactly as the state judges them)."""
+    b = StateBuilder()
+    rows: dict[int, TrialRow] = {}
+    for e in events:
+        trial = getattr(e, "trial", None) if not isinstance(e, ExperimentCreated) else None
+        before = b.running.get(trial) if isinstance(trial, int) else None
+        b.add(e)
+        if not isinstance(trial, int):
+            continue
+        after = b.running.get(trial)
+        if isinstance(e, TrialSubmitted):
+            if after is not None and after is not before:
+                rows[trial] = TrialRow(trial, e.attempt, e.config, e.parent, e.phase, submitted_at=e.at)
+        elif isinstance(e, TrialCompleted | TrialFailed) and before is not None and after is None:
+            row = rows[trial]
+            row.ended_at, row.worker = e.at, e.worker
+            if isinstance(e, TrialCompleted) and math.isfinite(e.metric):
+                row.status, row.metric = "completed", e.metric
+            elif isinstance(e, TrialFailed):
+                row.status, row.message = ("retry" if trial in b.retry else f"failed:{e.kind}"), e.message
+            else:
+                row.status = "failed:invalid_metric"
+    return rows
+
+
+def top_trials(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[TrialRow]:
+    """The ``k`` best completed trials (ties: earlier trial first)."""
+    done = [r for r in rows.values() if r.status == "completed" and r.metric is not None]
+    sign = -1.0 if maximize else 1.0
+    return sorted(done, key=lambda r: (sign * (r.metric or 0.0), r.trial))[:k]

@@ -1,0 +1,194 @@
+"""Real redis-server and real `rq worker` processes for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from evoq.cli import worker_command
+from evoq.codec import decode
+from evoq.events import Event
+from evoq.keys import Keys
+from evoq.redislog import RedisLog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        message = "redis-server not found on PATH (scripts/test installs Debian's redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class RedisServer:
+    """A redis-server on a free loopback port, AOF on (everysec), data in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def restart(self, sig: int = signal.SIGTERM, down: float = 0.5) -> None:
+        self.stop(sig)
+        time.sleep(down)
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.setdefault("EVOQ_ALLOW", "tests.trials:*")
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """One `rq worker` process as evoq documents it."""
+
+    def __init__(self, url: str, name: str, *, worker_class: str = "rq.worker.Worker", **env: str) -> None:
+        self.name = name
+        cmd = worker_command(url, ("evoq",), worker_class=worker_class, monitoring=1, name=name)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=worker_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def horse(self, timeout: float = 10.0) -> int:
+        """The pid of the work horse currently running a job."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            if children:
+                return int(children[0])
+            time.sleep(0.01)
+        raise TimeoutError(f"worker {self.name} has no work horse")
+
+    def kill(self, sig: int = signal.SIGKILL, *, with_horse: bool = False) -> None:
+        if with_horse:
+            for pid in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split():
+                os.kill(int(pid), sig)
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+def controller(spec: Path, url: str, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`evoq run SPEC --redis-url URL` as a subprocess."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evoq.cli",
+            "run",
+            str(spec),
+            "--redis-url",
+            url,
+            "--no-progress",
+            "--json",
+            "--heartbeat-ttl",
+            "3",
+            *args,
+        ],
+        cwd=ROOT,
+        env=worker_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def write_spec(path: Path, name: str, trial: str, space: str, **strategy: Any) -> Path:
+    lines = [f'name = "{name}"', f'trial = "{trial}"', "seed = 3", "[strategy]"]
+    for k, v in strategy.items():
+        value = str(v).lower() if isinstance(v, bool) else (f'"{v}"' if isinstance(v, str) else repr(v))
+        lines.append(f"{k} = {value}")
+    lines += ["[space]", space]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def stream_events(client: redis.Redis, name: str) -> list[tuple[str, Event]]:
+    return [(pos, decode(data, offset=pos)) for pos, data in RedisLog(client, Keys(name)).read()]
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")

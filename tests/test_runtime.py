@@ -1,0 +1,260 @@
+"""Integration tests: real redis-server, real `rq worker` processes, `evoq run` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from evoq.events import ExperimentFinished, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
+from evoq.invariants import check_invariants
+from evoq.reducer import replay
+from evoq.report import summary
+
+from .cluster import RedisServer, Worker, controller, stream_events, wait_for, write_spec
+
+SPACE = "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3, 4, 5, 6, 7]"
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    s = RedisServer(tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def workers(server: RedisServer):
+    started: list[Worker] = []
+
+    def start(n: int = 1, **kw) -> list[Worker]:
+        new = [Worker(server.url, f"w{len(started) + i}-{time.monotonic_ns()}", **kw) for i in range(n)]
+        started.extend(new)
+        return new
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def finish(proc, timeout: float = 90.0) -> tuple[int, dict, str]:
+    out, err = proc.communicate(timeout=timeout)
+    data = json.loads(out) if out.strip() else {}
+    return proc.returncode, data, err
+
+
+def assert_sound(server: RedisServer, name: str, final: dict | None = None) -> list:
+    events = [e for _, e in stream_events(server.client(), name)]
+    assert check_invariants(events) == []
+    if final is not None:
+        replayed = summary(replay(events))
+        assert {k: v for k, v in final.items() if k != "events"} == {
+            k: v for k, v in replayed.items() if k != "events"
+        }
+    return events
+
+
+def test_full_small_experiment(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "full", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=20
+    )
+    workers(2)
+    code, final, err = finish(controller(spec, server.url))
+    assert code == 0, err
+    assert final["status"] == "completed" and final["results"] == 20 and final["completed"] == 20
+    events = assert_sound(server, "full", final)
+    assert len(final["population"]) == 6
+    phases = [e.phase for e in events if isinstance(e, TrialSubmitted)]
+    assert phases[:6] == ["init"] * 6 and set(phases[6:]) == {"evolve"}
+    assert isinstance(events[-1], ExperimentFinished)
+    started = {e.trial: e.worker for e in events if isinstance(e, TrialStarted)}
+    assert len(set(started.values())) == 2  # both workers took part
+
+
+def test_sigkill_controller_mid_run_and_restart(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml",
+        "ctlkill",
+        "tests.trials:quick",
+        SPACE,
+        population_size=6,
+        sample_size=2,
+        cycles=40,
+    )
+    workers(2, EVOQ_TEST_SLEEP="0.1")
+    client = server.client()
+    for round_ in range(3):
+        proc = controller(spec, server.url)
+        target = 8 + 8 * round_
+        wait_for(
+            lambda t=target: (
+                sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "ctlkill")) >= t
+            )
+        )
+        proc.kill()
+        proc.wait()
+        client.delete("evoq:{ctlkill}:lease")  # a SIGKILLed controller cannot release; skip the TTL wait
+    code, final, err = finish(controller(spec, server.url))
+    assert code == 0, err
+    assert_sound(server, "ctlkill", final)
+    assert final["results"] == 40
+
+
+def test_second_controller_exits_with_clear_message(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "dup", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=30
+    )
+    workers(1, EVOQ_TEST_SLEEP="0.2")
+    first = controller(spec, server.url)
+    wait_for(lambda: server.client().exists("evoq:{dup}:lease"))
+    second = controller(spec, server.url)
+    code, _, err = finish(second)
+    assert code == 2 and "already run by another controller" in err and "Traceback" not in err
+    code, final, err = finish(first)
+    assert code == 0, err
+    assert_sound(server, "dup", final)
+
+
+def test_sigkill_work_horse_is_detected_and_retried(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "horse", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=8
+    )
+    (w,) = workers(1, EVOQ_TEST_SLEEP="1.0")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: any(isinstance(e, TrialStarted) for _, e in stream_events(client, "horse")))
+    killed_at = time.time()
+    import os
+
+    os.kill(w.horse(), signal.SIGKILL)
+    lost = wait_for(
+        lambda: [
+            e for _, e in stream_events(client, "horse") if isinstance(e, TrialFailed) and e.kind == "lost"
+        ],
+        timeout=30,
+    )
+    detect = lost[0].at - killed_at
+    print(f"horse SIGKILL detected as lost after {detect:.2f}s: {lost[0].message}")
+    assert detect < 30
+    code, final, err = finish(proc)
+    assert code == 0, err
+    events = assert_sound(server, "horse", final)
+    t = lost[0].trial
+    assert [e.attempt for e in events if isinstance(e, TrialSubmitted) and e.trial == t] == [0, 1]
+
+
+def test_sigkill_whole_worker_is_detected_and_a_fresh_worker_finishes(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "wkill", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=8
+    )
+    (w,) = workers(1, EVOQ_TEST_SLEEP="1.0")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: any(isinstance(e, TrialStarted) for _, e in stream_events(client, "wkill")))
+    w.horse()
+    killed_at = time.time()
+    w.kill(signal.SIGKILL, with_horse=True)
+    workers(1, EVOQ_TEST_SLEEP="0.05")
+    lost = wait_for(
+        lambda: [
+            e for _, e in stream_events(client, "wkill") if isinstance(e, TrialFailed) and e.kind == "lost"
+        ],
+        timeout=30,
+    )
+    detect = lost[0].at - killed_at
+    print(f"whole-worker SIGKILL detected as lost after {detect:.2f}s: {lost[0].message}")
+    assert detect < 30
+    code, final, err = finish(proc)
+    assert code == 0, err
+    assert_sound(server, "wkill", final)
+
+
+def test_sigterm_worker_finishes_its_trial(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "term", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=6
+    )
+    (w,) = workers(1, EVOQ_TEST_SLEEP="0.8")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: any(isinstance(e, TrialStarted) for _, e in stream_events(client, "term")))
+    w.kill(signal.SIGTERM)
+    w.proc.wait(timeout=20)
+    events = [e for _, e in stream_events(client, "term")]
+    first = next(e for e in events if isinstance(e, TrialStarted))
+    assert any(isinstance(e, TrialCompleted) and e.trial == first.trial for e in events)  # warm shutdown
+    workers(1)
+    code, final, err = finish(proc)
+    assert code == 0, err
+    assert_sound(server, "term", final)
+
+
+def test_failing_trials_are_classified(tmp_path, server, workers):
+    space = 'mode = ["raise", "nan", "string", "none", "hang", "ok"]'
+    spec = write_spec(
+        tmp_path / "s.toml", "bad", "tests.trials:misbehave", space,
+        population_size=6, sample_size=2, cycles=6, on_failure="worst", trial_timeout=2.0, dedup=True,
+    )  # fmt: skip
+    workers(2)
+    code, final, err = finish(controller(spec, server.url), timeout=120)
+    assert code == 0, err
+    events = assert_sound(server, "bad", final)
+    failed = {e.kind for e in events if isinstance(e, TrialFailed)}
+    assert {"error", "invalid_metric", "timeout"} <= failed
+    messages = " | ".join(e.message for e in events if isinstance(e, TrialFailed))
+    assert "ZeroDivisionError" in messages and "non-finite" in messages and "'0.93'" in messages
+
+
+def test_max_failures_ends_an_all_failing_experiment(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml",
+        "doomed",
+        "tests.trials:always_fails",
+        SPACE,
+        population_size=4,
+        sample_size=2,
+        cycles=50,
+        max_failures=5,
+    )
+    workers(1)
+    code, final, err = finish(controller(spec, server.url))
+    assert code == 1, err
+    assert final["status"] == "failed" and "5 trials failed in a row" in final["reason"]
+
+
+def test_redis_restart_mid_run(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "rr", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=30
+    )
+    workers(2, EVOQ_TEST_SLEEP="0.1")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "rr")) >= 8)
+    time.sleep(1.2)  # let AOF everysec flush
+    server.restart(signal.SIGTERM, down=1.0)
+    # rq workers exit when their Redis goes away; a supervisor (systemd, Heroku) restarts them
+    workers(2, EVOQ_TEST_SLEEP="0.1")
+    code, final, err = finish(proc, timeout=120)
+    assert code == 0, err
+    assert_sound(server, "rr", final)
+
+
+def test_allowlist_refuses_other_trials(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml",
+        "deny",
+        "tests.trials:quick",
+        SPACE,
+        population_size=4,
+        sample_size=2,
+        cycles=10,
+        max_failures=3,
+    )
+    workers(1, EVOQ_ALLOW="somethingelse:*")
+    code, _final, _err = finish(controller(spec, server.url))
+    assert code == 1
+    events = [e for _, e in stream_events(server.client(), "deny")]
+    msgs = [e.message for e in events if isinstance(e, TrialFailed)]
+    assert msgs and all("not in this worker's allowlist" in m for m in msgs)

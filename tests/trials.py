@@ -1,0 +1,38 @@
+"""Trial functions used by the integration tests (run inside real `rq worker` processes)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+
+def quick(config: dict[str, Any]) -> float:
+    """A short trial: sleeps ``EVOQ_TEST_SLEEP`` seconds (default 0.05)."""
+    time.sleep(float(os.environ.get("EVOQ_TEST_SLEEP", "0.05")))
+    return float(config["x"]) * 10 + float(config["y"])
+
+
+def nni_style(config: dict[str, Any]) -> dict[str, float]:
+    return {"default": quick(config), "loss": 1.0}
+
+
+def misbehave(config: dict[str, Any]) -> Any:
+    """Fails in the way config['mode'] names."""
+    mode = config["mode"]
+    if mode == "raise":
+        raise ZeroDivisionError("division by zero in the model")
+    if mode == "nan":
+        return math.nan
+    if mode == "string":
+        return "0.93"
+    if mode == "none":
+        return None
+    if mode == "hang":
+        time.sleep(60)
+    return 1.0
+
+
+def always_fails(config: dict[str, Any]) -> float:
+    raise RuntimeError("CUDA out of memory")
