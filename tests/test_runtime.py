@@ -258,3 +258,22 @@ def test_allowlist_refuses_other_trials(tmp_path, server, workers):
     events = [e for _, e in stream_events(server.client(), "deny")]
     msgs = [e.message for e in events if isinstance(e, TrialFailed)]
     assert msgs and all("not in this worker's allowlist" in m for m in msgs)
+
+
+def test_heroku_dyno_restart_preempts_then_the_trial_runs_again(tmp_path, server, workers):
+    spec = write_spec(tmp_path / "s.toml", "dyno", "tests.trials:quick", SPACE, population_size=3, sample_size=2, cycles=4)
+    (w,) = workers(1, worker_class="rq.worker.HerokuWorker", EVOQ_TEST_SLEEP="20")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: any(isinstance(e, TrialStarted) for _, e in stream_events(client, "dyno")))
+    w.horse()
+    w.kill(signal.SIGTERM, with_horse=True)  # what Heroku does to every process of a dyno
+    pre = wait_for(
+        lambda: [e for _, e in stream_events(client, "dyno") if isinstance(e, TrialFailed)], timeout=30
+    )
+    assert pre[0].kind == "preempted", pre[0]
+    workers(1, EVOQ_TEST_SLEEP="0.05")
+    code, final, err = finish(proc)
+    assert code == 0, err
+    events = assert_sound(server, "dyno", final)
+    assert [e.attempt for e in events if isinstance(e, TrialSubmitted) and e.trial == pre[0].trial] == [0, 1]

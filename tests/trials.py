@@ -36,3 +36,10 @@ def misbehave(config: dict[str, Any]) -> Any:
 
 def always_fails(config: dict[str, Any]) -> float:
     raise RuntimeError("CUDA out of memory")
+
+
+def mark(*args: Any) -> None:
+    """Would-be callback: leaves a marker file if it ever runs."""
+    from pathlib import Path
+
+    Path(os.environ["EVOQ_TEST_MARKER"]).touch()
