@@ -206,7 +206,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path))
 @redis_url_option
 @click.option(
     "--workers",
@@ -265,7 +265,14 @@ def run(
     no_progress: bool,
     **overrides: Any,
 ) -> None:
-    """Run the experiment in SPEC (a TOML file) until it finishes; a rerun resumes it."""
+    """Run the experiment in SPEC (a TOML file, or example:NAME) until it finishes; a rerun resumes it."""
+    if str(spec_path).startswith("example:"):
+        from .examples import spec_path as example_spec
+
+        try:
+            spec_path = example_spec(str(spec_path).split(":", 1)[1])
+        except ValueError as exc:
+            fail(str(exc))
     try:
         spec = load_spec(spec_path).with_overrides(**overrides)
     except SpecError as exc:
@@ -571,6 +578,25 @@ def export(name: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
         records = [data for _, data in FileLog(src).read()]
     FileLog(output).append(records)
     click.echo(f"wrote {len(records)} events to {output}", err=True)
+
+
+@main.command()
+@click.argument("source", metavar="NAME|FILE")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write."
+)
+@with_source
+def plot(source: str, output: Path, redis_url: str | None, log_dir: Path) -> None:
+    """Plot every trial's metric and the best so far, by trial number and wall clock."""
+    from .plot import plot as draw
+
+    events = load_events(source, redis_url, log_dir)
+    state_of(events)
+    try:
+        draw(events, output)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot write {output}: {exc}")
+    click.echo(f"wrote {output}", err=True)
 
 
 @main.command()

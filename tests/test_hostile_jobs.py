@@ -62,7 +62,8 @@ def test_pickled_payload_is_refused(cluster, tmp_path):
     time.sleep(0.1)
     assert not marker.exists()  # pickling it here did not run it either
     j = wait_for(
-        lambda: cluster.client().hget("rq:job:hostile-pickle", "status") in (b"failed", b"finished"), timeout=20
+        lambda: cluster.client().hget("rq:job:hostile-pickle", "status") in (b"failed", b"finished"),
+        timeout=20,
     )
     assert j
     assert cluster.client().hget("rq:job:hostile-pickle", "status") == b"failed"

@@ -261,7 +261,9 @@ def test_allowlist_refuses_other_trials(tmp_path, server, workers):
 
 
 def test_heroku_dyno_restart_preempts_then_the_trial_runs_again(tmp_path, server, workers):
-    spec = write_spec(tmp_path / "s.toml", "dyno", "tests.trials:quick", SPACE, population_size=3, sample_size=2, cycles=4)
+    spec = write_spec(
+        tmp_path / "s.toml", "dyno", "tests.trials:quick", SPACE, population_size=3, sample_size=2, cycles=4
+    )
     (w,) = workers(1, worker_class="rq.worker.HerokuWorker", EVOQ_TEST_SLEEP="20")
     proc = controller(spec, server.url)
     client = server.client()

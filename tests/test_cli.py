@@ -1,0 +1,233 @@
+"""The `evoq` command line, driven as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evoq.invariants import check_invariants
+from evoq.log import FileLog, read_events
+
+from .cluster import RedisServer, free_port, wait_for, worker_env, write_spec
+
+SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
+
+
+def evoq(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "evoq.cli", *args],
+        cwd=cwd, env=worker_env(**env), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+STATE_KEYS = {"name", "status", "reason", "completed", "results", "cycles", "failed", "failed_by_kind",
+              "running", "next_trial", "events", "population", "best"}  # fmt: skip
+
+
+def test_run_embedded_then_every_command(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml", "cli", "tests.trials:quick", SPACE, population_size=5, sample_size=2, cycles=15
+    )
+    run = evoq("run", str(spec), "--workers", "2", "--json", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    state = json.loads(run.stdout)
+    assert set(state) == STATE_KEYS and state["status"] == "completed" and state["results"] == 15
+    assert "running embedded" in run.stderr and "REDIS_URL" in run.stderr
+    assert [set(p) for p in state["population"]] == [{"trial", "config", "metric"}] * 5
+    # a rerun resumes (here: finds it finished) from the local log
+    again = evoq("run", str(spec), "--json", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "resuming from" in again.stderr
+    assert json.loads(again.stdout)["population"] == state["population"]
+    status = evoq("status", "cli", "--json", cwd=tmp_path)
+    assert status.returncode == 0 and json.loads(status.stdout)["best"] == state["best"]
+    top = evoq("top", "cli", "-n", "3", "--json", cwd=tmp_path)
+    rows = json.loads(top.stdout)
+    assert len(rows) == 3 and rows[0]["metric"] == state["best"]["metric"]
+    assert rows[0]["metric"] >= rows[1]["metric"] >= rows[2]["metric"]
+    out = tmp_path / "exported.evoqlog"
+    assert evoq("export", "cli", "-o", str(out), cwd=tmp_path).returncode == 0
+    replayed = evoq("replay", str(out), "--json", cwd=tmp_path)
+    assert replayed.returncode == 0
+    assert {k: v for k, v in json.loads(replayed.stdout).items()} == state
+    one_line_error(evoq("export", "cli", "-o", str(out), cwd=tmp_path), "exists")
+    png = tmp_path / "p.png"
+    plot = evoq("plot", str(out), "-o", str(png), cwd=tmp_path)
+    assert plot.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert check_invariants([e for _, e in read_events(FileLog(out))]) == []
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml", "intr", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=12
+    )
+    cmd = [sys.executable, "-m", "evoq.cli", "run", str(spec), "--workers", "2", "--json", "--no-progress"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=worker_env(EVOQ_TEST_SLEEP="0.3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / ".evoq" / "intr.evoqlog"
+    wait_for(lambda: log.exists() and sum(1 for _ in FileLog(log).read()) >= 10)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and json.loads(out)["status"] == "running"
+    run = evoq("run", str(spec), "--json", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    events = [e for _, e in read_events(FileLog(log))]
+    assert check_invariants(events) == []
+
+
+def test_max_failures_exits_1(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml",
+        "fails",
+        "tests.trials:always_fails",
+        SPACE,
+        population_size=4,
+        sample_size=2,
+        cycles=20,
+        max_failures=3,
+    )
+    run = evoq("run", str(spec), "--json", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert json.loads(run.stdout)["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, ["not found"]),
+        ("name = 'x'\ntrial = ", ["not valid TOML"]),
+        ("name='x'\ntrial='tests.trials:quick'\ncolour='red'\n[space]\na=[1]", ["unknown key", "'colour'"]),
+        (
+            "name='x'\ntrial='tests.trials:quick'\n[strategy]\npopulaton_size=3\n[space]\na=[1]",
+            ["populaton_size"],
+        ),
+        (
+            "name='x'\ntrial='tests.trials:quick'\n[strategy]\nsample_size=200\n[space]\na=[1]",
+            ["sample_size"],
+        ),
+        ("name='x'\ntrial='tests.trials:quick'\n[space]\na=[]", ["'a'", "empty choice list"]),
+        (
+            "name='x'\ntrial='tests.trials:quick'\n[space]\nlr={_type='normal', _value=[0,1]}",
+            ["'lr'", "'normal'"],
+        ),
+        ("name='x'\ntrial='tests.trials:quick'\nspace='missing.json'", ["missing.json", "not found"]),
+        ("name='x'\ntrial='no_such_module:train'\n[space]\na=[1]", ["trial", "no_such_module"]),
+        ("name='x'\ntrial='tests.trials:nope'\n[space]\na=[1]", ["trial", "nope"]),
+        ("name='bad name'\ntrial='tests.trials:quick'\n[space]\na=[1]", ["name", "invalid"]),
+        ("trial='tests.trials:quick'\n[space]\na=[1]", ["missing key 'name'"]),
+    ],
+)
+def test_bad_specs_give_one_line_and_exit_2(tmp_path, content, words):
+    spec = tmp_path / "s.toml"
+    if content is not None:
+        spec.write_text(content)
+    one_line_error(evoq("run", str(spec), "--no-progress", cwd=tmp_path), *words)
+
+
+def test_nni_search_space_json_file(tmp_path):
+    (tmp_path / "search_space.json").write_text(
+        json.dumps({"x": {"_type": "randint", "_value": [0, 8]}, "y": {"_type": "uniform", "_value": [0, 1]}})
+    )
+    (tmp_path / "s.toml").write_text(
+        "name='nni'\ntrial='tests.trials:quick'\nspace='search_space.json'\n[strategy]\npopulation_size=3\nsample_size=2\ncycles=5\n"
+    )
+    run = evoq("run", "s.toml", "--json", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert all(0 <= p["config"]["x"] < 8 for p in json.loads(run.stdout)["population"])
+
+
+def test_flags_override_the_file(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml", "ov", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=50
+    )
+    run = evoq("run", str(spec), "--cycles", "6", "--name", "ov2", "--json", "--no-progress", cwd=tmp_path)
+    state = json.loads(run.stdout)
+    assert run.returncode == 0 and state["cycles"] == 6 and state["name"] == "ov2"
+    one_line_error(evoq("run", str(spec), "--sample-size", "9", "--no-progress", cwd=tmp_path), "sample_size")
+
+
+def test_redis_errors_exit_2(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml", "r", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=5
+    )
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    one_line_error(evoq("run", str(spec), "--redis-url", url, cwd=tmp_path), "cannot reach Redis")
+    one_line_error(evoq("status", "r", cwd=tmp_path, REDIS_URL=url), "cannot reach Redis")
+    server = RedisServer(tmp_path, password="s3cret")
+    try:
+        wrong = server.url.replace("s3cret", "wrong")
+        proc = evoq("run", str(spec), "--redis-url", wrong, cwd=tmp_path)
+        one_line_error(proc, "refused the credentials")
+        assert "wrong" not in proc.stderr  # the password is not echoed
+        one_line_error(
+            evoq("status", "nosuch", "--redis-url", server.url, cwd=tmp_path), "no experiment 'nosuch'"
+        )
+    finally:
+        server.stop()
+
+
+def test_worker_print_command(tmp_path):
+    proc = evoq(
+        "worker",
+        "--redis-url",
+        "redis://h:6379/0",
+        "--allow",
+        "mypkg.*",
+        "--worker-class",
+        "heroku",
+        "--print-command",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("EVOQ_ALLOW=")
+    for part in (
+        "rq worker",
+        "--serializer workers.serializer.MsgpackSerializer",
+        "--job-class workers.job.EvoqJob",
+        "rq.worker.HerokuWorker",
+    ):
+        assert part in proc.stdout
+    one_line_error(evoq("worker", cwd=tmp_path, REDIS_URL=""), "needs a Redis")
+
+
+def test_corrupt_log_file_is_named_with_offset(tmp_path):
+    spec = write_spec(
+        tmp_path / "s.toml", "cor", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=6
+    )
+    assert evoq("run", str(spec), "--no-progress", cwd=tmp_path).returncode == 0
+    log = tmp_path / ".evoq" / "cor.evoqlog"
+    data = bytearray(log.read_bytes())
+    data[60] ^= 0xFF
+    log.write_bytes(bytes(data))
+    proc = evoq("replay", str(log), cwd=tmp_path)
+    one_line_error(proc, "offset")
+    one_line_error(evoq("run", str(spec), "--no-progress", cwd=tmp_path), "offset")
+    assert log.read_bytes() == bytes(data)  # nothing already logged was changed
+
+
+def test_bundled_examples(tmp_path):
+    one_line_error(evoq("run", "example:nope", cwd=tmp_path), "no example 'nope'", "digits")
+    run = evoq("run", "example:digits", "--name", "dg", "--cycles", "4", "--population-size", "3",
+               "--sample-size", "2", "--workers", "2", "--json", "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert 0.0 < json.loads(run.stdout)["best"]["metric"] <= 1.0
