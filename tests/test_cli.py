@@ -231,3 +231,7 @@ def test_bundled_examples(tmp_path):
                "--sample-size", "2", "--workers", "2", "--json", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert 0.0 < json.loads(run.stdout)["best"]["metric"] <= 1.0
+    run = evoq("run", "example:nasbench201", "--cycles", "60", "--json", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    best = json.loads(run.stdout)["best"]
+    assert 80.0 < best["metric"] < 100.0 and set(best["config"]) == {f"Op{i}" for i in range(6)}
