@@ -26,7 +26,7 @@ from .codec import CodecError
 from .controller import Controller, ControllerError, ControllerOptions
 from .events import Event
 from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys, check_name
-from .log import FileLog, TornTailWarning, read_events, replay_log
+from .log import FileLog, TornTailWarning, read_events
 from .redislog import RedisLog
 from .reducer import InvalidLogError, State, StateBuilder
 from .report import summary, top_trials, trial_rows
@@ -576,8 +576,12 @@ def export(name: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
             fail(f"no embedded log {str(src)!r}; for Redis pass --redis-url or set REDIS_URL")
         _events_from_file(src)
         records = [data for _, data in FileLog(src).read()]
-    FileLog(output).append(records)
-    click.echo(f"wrote {len(records)} events to {output}", err=True)
+    out = FileLog(output)
+    out.append(records)
+    for _ in out.read():
+        pass
+    head = out.head.hex() if out.head is not None else "-"
+    click.echo(f"wrote {len(records)} events to {output}; chain head {head}", err=True)
 
 
 @main.command()
@@ -602,15 +606,65 @@ def plot(source: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
-def replay(file: Path, as_json: bool) -> None:
-    """Rebuild and print the state of an exported log FILE."""
+@click.option("--until", type=click.IntRange(min=0), help="Only the first N records.")
+@click.option(
+    "--at", "at", type=float, help="Only the records up to the first one stamped after this Unix time."
+)
+def replay(file: Path, as_json: bool, until: int | None, at: float | None) -> None:
+    """Rebuild and print the state of a log FILE (or of a prefix of it)."""
+    from .audit import prefix_state
+
     if not file.is_file():
         fail(f"log file {str(file)!r} not found")
     try:
-        state = replay_log(FileLog(file)).freeze()
+        state = prefix_state(str(file), until=until, at=at).freeze()
     except (CodecError, InvalidLogError) as exc:
         fail(str(exc))
     print_state(state, as_json)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
+@click.option("--expect-head", help="The chain head digest (hex) the log must end on.")
+def audit(file: Path, as_json: bool, expect_head: str | None) -> None:
+    """Verify a log FILE: hash chain, schema, every decision re-derived, terminal events, end status.
+
+    Exit 0 when clean, 1 with a report of the first problem.
+    """
+    from .audit import audit_file
+
+    if not file.is_file():
+        fail(f"log file {str(file)!r} not found")
+    rep = audit_file(str(file), expect_head=expect_head)
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2, default=str))
+    else:
+        click.echo(
+            f"{file}: {rep.records} records, chain {rep.chain}, head {rep.head or '-'}; "
+            f"{rep.decisions_checked} decisions re-derived, {rep.ignored_terminal} duplicate terminal events ignored; "
+            f"status {rep.status}"
+        )
+        for f in rep.findings:
+            click.echo(f"FAIL record {f.record} (position {f.position}) [{f.kind}]: {f.message}")
+            if f.field is not None:
+                click.echo(f"  field {f.field}: logged {f.logged!r}, expected {f.expected!r}")
+        click.echo("audit: clean" if rep.ok else "audit: FAILED")
+    sys.exit(0 if rep.ok else 1)
+
+
+@main.command()
+@click.argument("source", metavar="NAME|FILE")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "dot"]), default="csv", show_default=True)
+@with_source
+def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None:
+    """Every trial with its parent, metric and mutated parameters; the best trial's ancestry."""
+    from .lineage import lineage as build
+    from .lineage import render
+
+    events = load_events(source, redis_url, log_dir)
+    state_of(events)
+    click.echo(render(build(events), fmt), nl=False)
 
 
 if __name__ == "__main__":

@@ -327,16 +327,22 @@ class Controller:
         if not runs:
             self._missing.clear()
             return
-        pipe = self.client.pipeline(transaction=False)
+        # one MULTI/EXEC: a consistent snapshot of each job's status, queue position and heartbeat
+        pipe = self.client.pipeline(transaction=True)
         for r in runs:
-            pipe.hget(Job.key_for(self.keys.job_id(r.trial, r.attempt)), "status")
+            job_id = self.keys.job_id(r.trial, r.attempt)
+            pipe.hget(Job.key_for(job_id), "status")
             pipe.exists(self.keys.heartbeat(r.trial, r.attempt))
+            pipe.lpos(self.queue.key, job_id)
+            pipe.lpos(self.queue.intermediate_queue_key, job_id)
         answers = pipe.execute()
         self.catch_up()  # statuses first, then the log: an event written before its job ended is seen
         now = time.monotonic()
         alive: set[tuple[int, int]] = set()
         for i, r in enumerate(runs):
-            status, beating = answers[2 * i], answers[2 * i + 1]
+            status, beating, in_queue, picked = answers[4 * i : 4 * i + 4]
+            if status == b"queued" and in_queue is None:
+                status = b"picked" if picked is not None else b"unqueued"
             current = self.state.running.get(r.trial)
             if current is None or current.attempt != r.attempt:
                 continue
@@ -355,6 +361,13 @@ class Controller:
         if status in _ALIVE:
             self._missing.pop((r.trial, r.attempt), None)
             return None
+        if status == b"unqueued":
+            return f"RQ job {job_id} is queued but in no queue (its queue was lost)"
+        if status == b"picked":
+            since = self._missing.setdefault((r.trial, r.attempt), now)
+            if now - since < self.opts.heartbeat_ttl:
+                return None  # a worker took it and is about to start it
+            return f"RQ job {job_id} was taken by a worker that never started it"
         if status == b"started":
             if beating:
                 self._missing.pop((r.trial, r.attempt), None)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write a golden event log of the current schema version, with the state it must replay to.
 
-The golden logs under ``tests/golden/`` are kept forever: every future evoq must read each of
+Files are named ``schema<S>-file<F>``: event schema version S in file format F. The golden logs
+under ``tests/golden/`` are kept forever: every future evoq must read each of
 them (through upcasters) and rebuild exactly the recorded state. Run this once per new schema
 version, never to overwrite an existing version's files.
 
@@ -19,10 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evoq.codec import SCHEMA_VERSION, encode
-from evoq.log import FileLog, replay_log
+from evoq.log import MAGIC, FileLog, replay_log
 from evoq.report import summary
 from evoq.strategy import Strategy
 from tests.sim import simulate
+
+FILE_FORMAT = int(MAGIC[-1:].decode())
 
 
 def main() -> None:
@@ -30,10 +33,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("tests/golden"), help="directory (default tests/golden)")
     ap.add_argument("--force", action="store_true", help="overwrite existing files of this version")
     args = ap.parse_args()
-    log_path = args.out / f"v{SCHEMA_VERSION}.evoqlog"
-    state_path = args.out / f"v{SCHEMA_VERSION}.state.json"
+    stem = f"schema{SCHEMA_VERSION}-file{FILE_FORMAT}"
+    log_path = args.out / f"{stem}.evoqlog"
+    state_path = args.out / f"{stem}.state.json"
     if (log_path.exists() or state_path.exists()) and not args.force:
-        sys.exit(f"{log_path} exists: golden logs are never regenerated (use --force only before release)")
+        sys.exit(f"{log_path} exists: golden logs are never regenerated (use --force only before a release)")
     strategy = Strategy(population_size=8, sample_size=3, cycles=40, on_failure="worst", max_attempts=2)
     events = simulate(random.Random(7), strategy, seed=11, steps=400)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -122,14 +122,16 @@ def test_upcasters_bring_old_versions_forward(monkeypatch):
         decode(msgpack.packb(["trial_completed", 1, 3, 0, 1.0, 1.0, "w", 1.0]))
 
 
-@pytest.mark.parametrize("version", sorted(int(p.stem[1:]) for p in GOLDEN.glob("v*.evoqlog")))
-def test_golden_logs_replay_to_their_recorded_state(version):
-    log = FileLog(GOLDEN / f"v{version}.evoqlog")
-    expected = json.loads((GOLDEN / f"v{version}.state.json").read_text())
+@pytest.mark.parametrize("stem", sorted(p.stem for p in GOLDEN.glob("*.evoqlog")))
+def test_golden_logs_replay_to_their_recorded_state(stem):
+    log = FileLog(GOLDEN / f"{stem}.evoqlog")
+    expected = json.loads((GOLDEN / f"{stem}.state.json").read_text())
     state = replay_log(log).freeze()
     assert json.loads(json.dumps(summary(state), sort_keys=True)) == expected
     assert state.status == "completed" and state.results == expected["cycles"]
 
 
-def test_golden_log_for_current_version_exists():
-    assert (GOLDEN / f"v{codec.SCHEMA_VERSION}.evoqlog").exists()
+def test_golden_log_for_current_versions_exists():
+    from evoq.log import MAGIC
+
+    assert (GOLDEN / f"schema{codec.SCHEMA_VERSION}-file{MAGIC[-1:].decode()}.evoqlog").exists()

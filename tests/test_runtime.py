@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from evoq.audit import audit_entries
 from evoq.events import ExperimentFinished, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
 from evoq.invariants import check_invariants
+from evoq.keys import Keys
+from evoq.redislog import RedisLog
 from evoq.reducer import replay
 from evoq.report import summary
 
@@ -49,6 +52,8 @@ def finish(proc, timeout: float = 90.0) -> tuple[int, dict, str]:
 def assert_sound(server: RedisServer, name: str, final: dict | None = None) -> list:
     events = [e for _, e in stream_events(server.client(), name)]
     assert check_invariants(events) == []
+    audit = audit_entries(RedisLog(server.client(), Keys(name)).read())
+    assert audit.ok, audit.findings  # every decision re-derives from the log, crashes or not
     if final is not None:
         replayed = summary(replay(events))
         assert {k: v for k, v in final.items() if k != "events"} == {
