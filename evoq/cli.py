@@ -260,6 +260,7 @@ def run(
     as_json: bool,
     wait: bool,
     heartbeat_ttl: float,
+    lease_ttl: float,
     log_dir: Path,
     allow: tuple[str, ...],
     no_progress: bool,
@@ -281,7 +282,9 @@ def run(
     progress = Progress(spec, enabled=not no_progress)
     if redis_url:
         client = connect(redis_url)
-        options = ControllerOptions(queue=queue, heartbeat_ttl=heartbeat_ttl, wait_for_lease=wait)
+        options = ControllerOptions(
+            queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
+        )
         procs = _spawn_workers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
         try:
             state = run_controller(client, spec, options, progress=progress)
