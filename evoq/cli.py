@@ -227,6 +227,13 @@ def main() -> None:
     help="Seconds without a worker heartbeat before a running trial is declared lost.",
 )
 @click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds a killed controller's lease lingers before another may take over (see --wait).",
+)
+@click.option(
     "--log-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(EMBEDDED_DIR),
