@@ -199,7 +199,21 @@ def run_controller(
             fail(str(exc))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class EvoqGroup(click.Group):
+    """Turns Redis refusals anywhere in a command into one-line errors (exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.ResponseError as exc:
+            raise UserError(
+                f"Redis refused a command: {exc} (are evoq's keys used by something else in this database?)"
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise UserError(f"lost the connection to Redis: {exc}") from None
+
+
+@click.group(cls=EvoqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="evoq")
 def main() -> None:
     """evoq: regularized (aging) evolution over real training jobs, on Redis and RQ."""

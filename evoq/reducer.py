@@ -8,9 +8,9 @@ tests check that ``replay`` equals the step-by-step fold of ``apply``.
 Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastructure faults):
 
 * A log starts with ``ExperimentCreated``; a second one is ignored.
-* ``TrialSubmitted`` with attempt 0 opens the next trial index; with attempt ``a > 0`` it re-runs a
-  trial whose attempt ``a - 1`` was lost or preempted. Any other submission is a duplicate and
-  changes nothing.
+* ``TrialSubmitted`` with attempt 0 opens the next trial index (its config must belong to the
+  space); with attempt ``a > 0`` it re-runs, with the same config, a trial whose attempt ``a - 1``
+  was lost or preempted. Any other submission is a duplicate or foreign and changes nothing.
 * The first terminal event (completed or failed) of a running ``(trial, attempt)`` wins; later
   ones, and events about runs that are not running, change nothing.
 * A completion appends ``(trial, config, metric)`` to the population; when it then holds more
@@ -336,12 +336,12 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
         return
     i, attempt, config = r[2], r[3], r[4]
     if attempt == 0:
-        if i != b.next_trial:
+        if i != b.next_trial or not b.space.contains(config):  # type: ignore[union-attr]
             return
         b.next_trial = i + 1
     else:
         prev = b.retry.get(i)
-        if prev is None or prev[1] != attempt - 1:
+        if prev is None or prev[1] != attempt - 1 or prev[2] != config:
             return
         del b.retry[i]
         b.unsee(prev[2])

@@ -296,6 +296,15 @@ class SearchSpace:
             return tuple(config.get(name) if isinstance(config, Mapping) else None for name in self.names)
         return key
 
+    def contains(self, config: Mapping[str, Any]) -> bool:
+        """Whether ``config`` has exactly this space's parameters, each with a value inside it."""
+        if not isinstance(config, Mapping) or len(config) != len(self.params):
+            return False
+        try:
+            return all(p.contains(config[p.name]) for p in self.params)
+        except (KeyError, TypeError):
+            return False
+
     def check(self, config: Mapping[str, Any]) -> None:
         """Raise SpaceError if ``config`` does not belong to this space."""
         names = self.names

@@ -1,0 +1,214 @@
+"""Hostile input: fuzzed records and log files, odd specs, foreign data under evoq's keys."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evoq.codec import SCHEMA_VERSION, CodecError, decode, encode
+from evoq.events import TrialStarted
+from evoq.log import FileLog, TornTailWarning, replay_log
+from evoq.reducer import InvalidLogError, StateBuilder
+from evoq.spec import SpecError, parse_spec
+from evoq.strategy import Strategy
+
+from .cluster import RedisServer
+from .sim import simulate
+from .test_cli import evoq, one_line_error, write_spec
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+TAGS = [
+    "experiment_created",
+    "trial_submitted",
+    "trial_started",
+    "trial_completed",
+    "trial_failed",
+    "experiment_finished",
+]
+
+
+@given(st.sampled_from(TAGS), st.integers(-2, 3), st.lists(msgpack_values, max_size=9))
+@settings(max_examples=3000, deadline=None)
+def test_structured_garbage_only_raises_codec_errors(tag, version, fields):
+    try:
+        data = msgpack.packb([tag, version, *fields])
+    except (TypeError, ValueError, OverflowError):
+        return
+    try:
+        decode(data)
+    except CodecError:
+        pass
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(4)
+        if op == 0 and b:
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif op == 1 and b:
+            del b[rng.randrange(len(b)) :]
+        elif op == 2:
+            b.insert(rng.randrange(len(b) + 1), rng.randrange(256))
+        elif b:
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    return bytes(b)
+
+
+def test_mutated_records_only_raise_codec_errors():
+    events = simulate(random.Random(1), Strategy(population_size=4, sample_size=2, cycles=10), steps=80)
+    records = [encode(e) for e in events]
+    rng = random.Random(2)
+    for _ in range(20_000):
+        try:
+            decode(mutate(rng.choice(records), rng))
+        except CodecError:
+            pass
+
+
+def test_mutated_log_files_only_raise_typed_errors(tmp_path):
+    events = simulate(random.Random(3), Strategy(population_size=4, sample_size=2, cycles=10), steps=80)
+    path = tmp_path / "a.evoqlog"
+    FileLog(path).append([encode(e) for e in events])
+    good = path.read_bytes()
+    rng = random.Random(4)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(400):
+        path.write_bytes(mutate(good, rng))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TornTailWarning)
+            try:
+                replay_log(FileLog(path))
+                outcomes["ok"] += 1
+            except (CodecError, InvalidLogError):
+                outcomes["error"] += 1
+    assert outcomes["error"] > 300  # nearly every damage is noticed (a cut at a frame boundary is not)
+
+
+spec_values = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats() | st.text(max_size=10)
+spec_shapes = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": spec_values,
+        "trial": spec_values | st.just("tests.trials:quick"),
+        "seed": spec_values,
+        "strategy": st.dictionaries(
+            st.sampled_from(list(Strategy.__dataclass_fields__) + ["bogus"]), spec_values, max_size=5
+        )
+        | spec_values,
+        "space": st.dictionaries(
+            st.text(max_size=4),
+            st.lists(spec_values, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["_type", "_value", "x"]), spec_values | st.lists(spec_values, max_size=3)
+            ),
+            max_size=3,
+        )
+        | spec_values,
+        "extra": spec_values,
+    },
+)
+
+
+@given(spec_shapes)
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_spec_shape_is_accepted_or_rejected_with_spec_error(raw):
+    try:
+        parse_spec(raw)
+    except SpecError as exc:
+        assert str(exc)
+
+
+def test_foreign_contents_under_evoq_keys(tmp_path):
+    server = RedisServer(tmp_path)
+    try:
+        spec = write_spec(
+            tmp_path / "s.toml",
+            "x",
+            "tests.trials:quick",
+            "a = [1, 2]",
+            population_size=2,
+            sample_size=1,
+            cycles=2,
+        )
+        client = server.client()
+        client.set("evoq:{x}:events", "not a stream")
+        one_line_error(
+            evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path),
+            "Redis refused",
+            "WRONGTYPE",
+        )
+        one_line_error(evoq("status", "x", "--redis-url", server.url, cwd=tmp_path), "Redis refused")
+        client.delete("evoq:{x}:events")
+        client.xadd("evoq:{x}:events", {"e": b"\x93garbage"})
+        one_line_error(
+            evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path), "offset"
+        )
+        client.delete("evoq:{x}:events")
+        client.xadd("evoq:{x}:events", {"e": msgpack.packb(["experiment_created", SCHEMA_VERSION + 1, "x"])})
+        proc = evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path)
+        one_line_error(proc, "newer", "upgrade evoq")
+        assert client.xlen("evoq:{x}:events") == 1  # nothing already logged was lost or changed
+        client.delete("evoq:{x}:events")
+        client.xadd("evoq:{x}:events", {"e": encode(TrialStarted(0, 0, "w", 0.0))})
+        one_line_error(
+            evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path),
+            "experiment_created",
+        )
+    finally:
+        server.stop()
+
+
+def test_a_foreign_submission_outside_the_space_is_ignored():
+    from .sim import created
+
+    b = StateBuilder()
+    b.add(created(Strategy(population_size=2, sample_size=1), {"a": [1, 2]}))
+    from evoq.events import TrialSubmitted
+
+    b.add(TrialSubmitted(0, 0, {"a": 3}, None, "init", "", 0.0))
+    b.add(TrialSubmitted(0, 0, {"b": 1}, None, "init", "", 0.0))
+    assert b.next_trial == 0 and not b.running
+    b.add(TrialSubmitted(0, 0, {"a": 2}, None, "init", "", 0.0))
+    assert b.next_trial == 1
+    assert json.dumps(b.freeze().population) == "[]"
+
+
+@pytest.mark.parametrize("content", ["strategy = 3", "space = 5", "seed = -1", "seed = 'x'", "name = 7"])
+def test_more_bad_spec_shapes(tmp_path, content):
+    key, value = content.split(" = ")
+    top = {"name": "'x'", "trial": "'tests.trials:quick'", "seed": "0", key: value}
+    lines = [f"{k} = {v}" for k, v in top.items()]
+    if key != "space":
+        lines.append("[space]\na = [1]")
+    (tmp_path / "s.toml").write_text("\n".join(lines) + "\n")
+    one_line_error(evoq("run", "s.toml", "--no-progress", cwd=tmp_path), key)
+
+
+def test_fuzz_script_runs_clean():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "fuzz_codec.py"), "--inputs", "5000", "--seed", "7"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("inputs=5000 untyped=0")
