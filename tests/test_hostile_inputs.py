@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import warnings
 
 import msgpack
 import pytest
@@ -14,13 +12,11 @@ from hypothesis import strategies as st
 
 from evoq.codec import SCHEMA_VERSION, CodecError, decode, encode
 from evoq.events import TrialStarted
-from evoq.log import FileLog, TornTailWarning, replay_log
-from evoq.reducer import InvalidLogError, StateBuilder
+from evoq.reducer import StateBuilder
 from evoq.spec import SpecError, parse_spec
 from evoq.strategy import Strategy
 
 from .cluster import RedisServer
-from .sim import simulate
 from .test_cli import evoq, one_line_error, write_spec
 
 msgpack_values = st.recursive(
@@ -52,49 +48,6 @@ def test_structured_garbage_only_raises_codec_errors(tag, version, fields):
         return
     with contextlib.suppress(CodecError):
         decode(data)
-
-
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and b:
-            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
-        elif op == 1 and b:
-            del b[rng.randrange(len(b)) :]
-        elif op == 2:
-            b.insert(rng.randrange(len(b) + 1), rng.randrange(256))
-        elif b:
-            b[rng.randrange(len(b))] = rng.randrange(256)
-    return bytes(b)
-
-
-def test_mutated_records_only_raise_codec_errors():
-    events = simulate(random.Random(1), Strategy(population_size=4, sample_size=2, cycles=10), steps=80)
-    records = [encode(e) for e in events]
-    rng = random.Random(2)
-    for _ in range(20_000):
-        with contextlib.suppress(CodecError):
-            decode(mutate(rng.choice(records), rng))
-
-
-def test_mutated_log_files_only_raise_typed_errors(tmp_path):
-    events = simulate(random.Random(3), Strategy(population_size=4, sample_size=2, cycles=10), steps=80)
-    path = tmp_path / "a.evoqlog"
-    FileLog(path).append([encode(e) for e in events])
-    good = path.read_bytes()
-    rng = random.Random(4)
-    outcomes = {"ok": 0, "error": 0}
-    for _ in range(400):
-        path.write_bytes(mutate(good, rng))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TornTailWarning)
-            try:
-                replay_log(FileLog(path))
-                outcomes["ok"] += 1
-            except (CodecError, InvalidLogError):
-                outcomes["error"] += 1
-    assert outcomes["error"] > 300  # nearly every damage is noticed (a cut at a frame boundary is not)
 
 
 spec_values = st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats() | st.text(max_size=10)
@@ -204,8 +157,8 @@ def test_fuzz_script_runs_clean():
 
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "fuzz_codec.py"), "--inputs", "5000", "--seed", "7"],
+        [sys.executable, str(root / "scripts" / "fuzz_codec.py"), "--inputs", "20000", "--seed", "7"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].startswith("inputs=5000 untyped=0")
+    assert proc.stdout.strip().splitlines()[-1].startswith("inputs=20000 untyped=0")
