@@ -178,7 +178,7 @@ def _spawn_workers(url: str, n: int, queue: str, allow: tuple[str, ...]) -> list
     procs = []
     for _ in range(n):
         cmd = worker_command(url, (queue,), worker_class="rq.worker.Worker", monitoring=5, name=None)
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=sys.stderr))  # keep stdout for --json
     return procs
 
 

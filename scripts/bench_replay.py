@@ -6,7 +6,8 @@ proposals in a temporary file, then, each in a fresh subprocess so that peak RSS
 reader's own, times:
 
 * ``unpack_only``: read every frame of the file and msgpack-unpack it (the physical floor);
-* ``replay``: read, decode into events and fold them into the state (what a controller does).
+* ``replay``: read, decode into events and fold them into the state (what a controller does);
+* ``audit``: ``evoq audit``'s full check (chain, schema, every decision re-derived).
 
 Prints one figure per line: ``unpack_only_events_per_s=``, ``replay_events_per_s=``, ``ratio=``
 (replay / unpack-only, medians of ``--repeat`` runs measured alternately in the same run) and
@@ -87,6 +88,12 @@ def _measure(path: str, mode: str) -> dict[str, float]:
         for _pos, data in log.read():
             unpackb(data, raw=False, use_list=False, strict_map_key=True)
             n += 1
+    elif mode == "audit":
+        from evoq.audit import audit_file
+
+        report = audit_file(path)
+        assert report.ok, report.findings
+        n = report.records
     else:
         n = replay_log(log).events
     dt = time.perf_counter() - t0
@@ -122,21 +129,25 @@ def main() -> None:
                 f"# built {count} events ({os.path.getsize(path) / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s",
                 file=sys.stderr,
             )
-            unpack_runs, replay_runs = [], []
+            unpack_runs, replay_runs, audit_runs = [], [], []
             for _ in range(args.repeat):
                 unpack_runs.append(measure(path, "unpack"))
                 replay_runs.append(measure(path, "replay"))
+                if not label:
+                    audit_runs.append(measure(path, "audit"))
             u = statistics.median(r["events_per_s"] for r in unpack_runs)
             r = statistics.median(r["events_per_s"] for r in replay_runs)
-            figures[label] = (count, u, r, max(x["peak_rss_mb"] for x in replay_runs))
-    count, u, r, rss = figures[""]
-    tcount, _, _, trss = figures["_tenth"]
+            a = statistics.median(r["events_per_s"] for r in audit_runs) if audit_runs else 0.0
+            figures[label] = (count, u, r, max(x["peak_rss_mb"] for x in replay_runs), a)
+    count, u, r, rss, audit_rate = figures[""]
+    tcount, _, _, trss, _ = figures["_tenth"]
     print(f"events={count}")
     print(f"unpack_only_events_per_s={u:.0f}")
     print(f"replay_events_per_s={r:.0f}")
     print(f"ratio={r / u:.3f}")
     print(f"peak_rss_mb={rss:.1f}")
     print(f"peak_rss_mb_at_{tcount}_events={trss:.1f}")
+    print(f"audit_events_per_s={audit_rate:.0f}")
 
 
 if __name__ == "__main__":

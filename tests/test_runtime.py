@@ -284,3 +284,36 @@ def test_heroku_dyno_restart_preempts_then_the_trial_runs_again(tmp_path, server
     assert code == 0, err
     events = assert_sound(server, "dyno", final)
     assert [e.attempt for e in events if isinstance(e, TrialSubmitted) and e.trial == pre[0].trial] == [0, 1]
+
+
+def test_two_experiments_share_one_redis_and_queue_with_local_workers(tmp_path, server, workers):
+    a = write_spec(
+        tmp_path / "a.toml", "exp-a", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=12
+    )
+    b = write_spec(
+        tmp_path / "b.toml",
+        "exp-b",
+        "tests.trials:nni_style",
+        SPACE,
+        population_size=4,
+        sample_size=2,
+        cycles=12,
+        optimize_mode="minimize",
+    )
+    workers(1)  # a shared worker; exp-a's controller also starts two local ones (--workers)
+    pa = controller(a, server.url, "--workers", "2", "--allow", "tests.trials:*")
+    pb = controller(b, server.url)
+    waiter = controller(b, server.url, "--wait")  # a second controller of exp-b waits for the lease
+    code_a, final_a, err = finish(pa)
+    assert code_a == 0, err
+    code_b, final_b, err = finish(pb)
+    assert code_b == 0, err
+    code_w, final_w, err = finish(waiter)
+    assert code_w == 0, err
+    assert final_w["population"] == final_b["population"]  # it found the experiment finished
+    events_a = assert_sound(server, "exp-a", final_a)
+    events_b = assert_sound(server, "exp-b", final_b)
+    assert final_b["best"]["metric"] == min(p["metric"] for p in final_b["population"] + [final_b["best"]])
+    workers_a = {e.worker for e in events_a if isinstance(e, TrialStarted)}
+    workers_b = {e.worker for e in events_b if isinstance(e, TrialStarted)}
+    assert len(workers_a) >= 2 and workers_a & workers_b  # one queue, workers shared
