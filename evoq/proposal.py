@@ -122,7 +122,7 @@ def mutate(parent: Config, space: SearchSpace, st: Strategy, rng: random.Random)
         v = parent[param.name]
         child[param.name] = param.sample(rng) if rng.uniform(0, 1) < p else v
     if st.child_differs and child == parent:
-        variable = [param for param in space.params if param.can_vary()]
+        variable = space.variable
         if variable:
             param = rng.choice(variable)
             new = param.different(rng, parent[param.name])

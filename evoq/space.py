@@ -248,11 +248,14 @@ class SearchSpace:
 
     params: tuple[Param, ...]
     _getter: Any = field(init=False, repr=False, compare=False)
+    variable: tuple[Param, ...] = field(init=False, repr=False, compare=False)
+    """The parameters with at least two distinct values (those a mutation can change)."""
 
     def __post_init__(self) -> None:
         names = tuple(p.name for p in self.params)
         getter = operator.itemgetter(*names) if len(names) > 1 else (lambda c: (c[names[0]],))
         object.__setattr__(self, "_getter", getter)
+        object.__setattr__(self, "variable", tuple(p for p in self.params if p.can_vary()))
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | SearchSpace) -> SearchSpace:

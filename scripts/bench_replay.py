@@ -79,6 +79,14 @@ def build_log(path: Path, n_events: int, *, seed: int = 0, in_flight: int = 8) -
     return written + len(batch)
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _measure(path: str, mode: str) -> dict[str, float]:
     log = FileLog(path)
     t0 = time.perf_counter()
@@ -97,7 +105,7 @@ def _measure(path: str, mode: str) -> dict[str, float]:
     else:
         n = replay_log(log).events
     dt = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = _peak_rss_mb()
     return {"events": n, "seconds": dt, "events_per_s": n / dt, "peak_rss_mb": rss_mb}
 
 
