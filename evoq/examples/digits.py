@@ -31,7 +31,7 @@ def train(config: dict[str, Any]) -> float:
         max_iter=40,
         random_state=0,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x_train, y_train)
+    # a process-wide filter: catch_warnings() is not thread-safe, and embedded workers are threads
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    model.fit(x_train, y_train)
     return float(model.score(x_val, y_val))
