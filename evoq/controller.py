@@ -40,7 +40,7 @@ from .codec import encode
 from .events import Event, ExperimentCreated, ExperimentFinished, TrialFailed, TrialSubmitted
 from .keys import DEFAULT_QUEUE, EXPERIMENTS, STREAM_FIELD, Keys
 from .log import unpack_records
-from .proposal import Proposal, propose
+from .proposal import Proposal, may_submit, propose
 from .redislog import RedisLog
 from .reducer import Run, State, StateBuilder, finish_reason, status_of
 from .space import SearchSpace
@@ -148,6 +148,7 @@ class Controller:
 
     # -- lease --------------------------------------------------------------------------------
     _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+    _READ_TAIL = "return {redis.call('get', KEYS[1]), redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1)}"
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
     def acquire(self) -> None:
@@ -229,9 +230,10 @@ class Controller:
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.keys.lease, self.keys.stream)  # type: ignore[no-untyped-call]
-                if pipe.get(self.keys.lease) != self.lease_value:
+                # the lease and the stream's last id in one round trip (both keys share a slot)
+                lease, tail = pipe.eval(self._READ_TAIL, 2, self.keys.lease, self.keys.stream)
+                if lease != self.lease_value:
                     raise LeaseLostError(f"lost the lease on experiment {self.experiment.name!r}")
-                tail: Any = pipe.xrevrange(self.keys.stream, count=1)
                 tail_id = (
                     (tail[0][0].decode() if isinstance(tail[0][0], bytes) else tail[0][0]) if tail else None
                 )
@@ -409,13 +411,12 @@ class Controller:
         """Submit proposals while there is capacity; return how many were submitted."""
         n = 0
         while not self.stop_event.is_set():
-            p = propose(self.state)
-            if p is None:
-                return n
             st = self.state.strategy
             assert st is not None
-            # runs awaiting a retry hold no worker: only running ones count against capacity
-            if p.phase != "init" and len(self.state.running) >= self.live_workers() + st.prefetch:
+            if not may_submit(self.state, self.live_workers() + st.prefetch):
+                return n
+            p = propose(self.state)
+            if p is None:
                 return n
             event = TrialSubmitted(p.trial, p.attempt, p.config, p.parent, p.phase, p.note, self.clock())
             if self._append(event, p):

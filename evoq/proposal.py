@@ -57,6 +57,17 @@ def in_flight(state: StateView) -> int:
     return len(state.running) + len(state.retry)
 
 
+def may_submit(state: StateView, capacity: int) -> bool:
+    """The capacity rule of the controller (and the simulator).
+
+    While the initial population is being filled everything may be queued at once, as NNI does;
+    after that at most ``capacity`` (live workers + prefetch) runs may be in flight, so that
+    children are bred from a fresh population.
+    """
+    st = state.strategy
+    return st is not None and (len(state.population) < st.population_size or len(state.running) < capacity)
+
+
 def propose(state: StateView) -> Proposal | None:
     """The next trial to submit, or None when there is nothing to submit now."""
     st, space, exp = state.strategy, state.space, state.experiment

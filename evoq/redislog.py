@@ -32,6 +32,8 @@ class RedisLog:
         """XADD the records in one MULTI/EXEC; return their stream ids."""
         if not records:
             return []
+        if len(records) == 1:  # a single XADD is atomic by itself: no MULTI/EXEC round trip
+            return [_id(self.client.xadd(self.stream, {STREAM_FIELD: records[0]}))]
         pipe = self.client.pipeline(transaction=True)
         for r in records:
             pipe.xadd(self.stream, {STREAM_FIELD: r})

@@ -248,6 +248,7 @@ class SearchSpace:
 
     params: tuple[Param, ...]
     _getter: Any = field(init=False, repr=False, compare=False)
+    _tests: Any = field(init=False, repr=False, compare=False)
     variable: tuple[Param, ...] = field(init=False, repr=False, compare=False)
     """The parameters with at least two distinct values (those a mutation can change)."""
 
@@ -256,6 +257,10 @@ class SearchSpace:
         getter = operator.itemgetter(*names) if len(names) > 1 else (lambda c: (c[names[0]],))
         object.__setattr__(self, "_getter", getter)
         object.__setattr__(self, "variable", tuple(p for p in self.params if p.can_vary()))
+        tests = tuple(
+            frozenset(p.values).__contains__ if isinstance(p, Choice) else p.contains for p in self.params
+        )
+        object.__setattr__(self, "_tests", tests)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | SearchSpace) -> SearchSpace:
@@ -304,7 +309,7 @@ class SearchSpace:
         if not isinstance(config, Mapping) or len(config) != len(self.params):
             return False
         try:
-            return all(p.contains(config[p.name]) for p in self.params)
+            return all(test(value) for test, value in zip(self._tests, self._getter(config), strict=True))
         except (KeyError, TypeError):
             return False
 

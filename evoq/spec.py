@@ -51,6 +51,9 @@ class Spec:
     seed: int
     strategy: Strategy
     space: SearchSpace
+    strategy_given: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``[strategy]`` values as written (overrides rebuild the strategy from them, so that
+    defaults derived from other values, like a budget-aware population size, follow)."""
 
     def created(self, at: float = 0.0) -> ExperimentCreated:
         """The ``ExperimentCreated`` event of this experiment."""
@@ -65,8 +68,9 @@ class Spec:
         unknown = [k for k in strat if k not in {f.name for f in dataclasses.fields(Strategy)}]
         if unknown:
             raise SpecError(f"unknown override(s): {', '.join(unknown)}")
+        given = {**self.strategy_given, **strat}
         try:
-            strategy = dataclasses.replace(self.strategy, **strat)
+            strategy = Strategy.from_dict(given)
         except (ValueError, TypeError) as exc:
             raise SpecError(str(exc)) from None
         return build(
@@ -74,10 +78,18 @@ class Spec:
             strategy,
             self.space,
             where="command line",
+            given=given,
         )
 
 
-def build(top: Mapping[str, Any], strategy: Strategy, space: SearchSpace, *, where: str) -> Spec:
+def build(
+    top: Mapping[str, Any],
+    strategy: Strategy,
+    space: SearchSpace,
+    *,
+    where: str,
+    given: Mapping[str, Any] | None = None,
+) -> Spec:
     """Validate the top-level values and assemble a Spec."""
     try:
         name = check_name(top.get("name"))  # type: ignore[arg-type]
@@ -90,7 +102,7 @@ def build(top: Mapping[str, Any], strategy: Strategy, space: SearchSpace, *, whe
     seed = top.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise SpecError(f"{where}: key 'seed' must be a non-negative integer, got {seed!r}")
-    return Spec(name, trial, seed, strategy, space)
+    return Spec(name, trial, seed, strategy, space, dict(given or {}))
 
 
 def parse_spec(raw: Mapping[str, Any], *, where: str = "spec", base: Path | None = None) -> Spec:
@@ -127,7 +139,7 @@ def parse_spec(raw: Mapping[str, Any], *, where: str = "spec", base: Path | None
         space = SearchSpace.parse(space_raw)
     except SpaceError as exc:
         raise SpecError(f"{space_where}: {exc}") from None
-    return build(raw, strategy, space, where=where)
+    return build(raw, strategy, space, where=where, given=strat_raw)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -303,6 +303,7 @@ def test_two_experiments_share_one_redis_and_queue_with_local_workers(tmp_path, 
     workers(1)  # a shared worker; exp-a's controller also starts two local ones (--workers)
     pa = controller(a, server.url, "--workers", "2", "--allow", "tests.trials:*")
     pb = controller(b, server.url)
+    wait_for(lambda: server.client().exists("evoq:{exp-b}:lease"))
     waiter = controller(b, server.url, "--wait")  # a second controller of exp-b waits for the lease
     code_a, final_a, err = finish(pa)
     assert code_a == 0, err

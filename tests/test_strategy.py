@@ -46,3 +46,26 @@ def test_dict_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match="populaton_size"):
         Strategy.from_dict({"populaton_size": 3})
     assert Strategy().worst == float("-inf") and Strategy(optimize_mode="minimize").worst == float("inf")
+
+
+@pytest.mark.parametrize(
+    "kwargs, sizes",
+    [
+        ({}, (100, 25)),  # NNI's defaults for NNI's default budget
+        ({"cycles": 100}, (33, 16)),  # budget-aware when neither size is given
+        ({"cycles": 12}, (10, 5)),
+        ({"cycles": 1000}, (50, 25)),
+        ({"cycles": 1001}, (100, 25)),
+        ({"cycles": 100, "population_size": 20}, (20, 10)),  # only P given: S = min(25, P // 2)
+        ({"cycles": 100, "population_size": 80}, (80, 25)),
+        ({"cycles": 100, "sample_size": 5}, (100, 5)),  # only S given: NNI's P
+        ({"cycles": 100, "population_size": 7, "sample_size": 6}, (7, 6)),  # both given: exactly those
+    ],
+)
+def test_unset_sizes_are_resolved_and_recorded(kwargs, sizes):
+    s = Strategy(**kwargs)
+    assert (s.population_size, s.sample_size) == sizes
+    assert Strategy.from_dict(s.to_dict()) == s  # the log holds the resolved values
+    if "population_size" not in kwargs and "sample_size" not in kwargs:
+        nni = Strategy.nni(**kwargs)
+        assert (nni.population_size, nni.sample_size) == (100, 25)
