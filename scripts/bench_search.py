@@ -9,9 +9,10 @@ the same for every method), so observations are noisy. The incumbent after ``n``
 the config with the best *observed* value so far (first one on ties); its regret is measured on
 the table's *mean over seeds*.
 
-Methods: ``evoq`` (Strategy defaults), ``evoq-nni`` (``Strategy.nni()``), ``evoq-p10s3``,
-``evoq-auto`` (the budget-aware default rule proposed for the core, :func:`auto_strategy`, run
-with ``cycles`` = each budget), ``random``, and, when installed, ``optuna-tpe``,
+Methods: ``evoq-auto`` (evoq's defaults for a budget: ``cycles`` = each budget, so the
+budget-aware population size applies; :func:`auto_strategy`), ``evoq`` (evoq's mutation and dedup
+with NNI's P=100 S=25, the default before that rule), ``evoq-nni`` (``Strategy.nni()``, NNI
+2.10's algorithm), ``evoq-p10s3`` (the NAS-Bench-201 paper's setting), ``random``, and, when installed, ``optuna-tpe``,
 ``optuna-nsga2``, ``synetune-re``, ``ng-<Optimizer>`` (Nevergrad, ``Choice(deterministic=True)``).
 Extra evoq settings can be given as ``evoq:P=20,S=5,p=0.05,nni=0,dedup=1,differs=1``.
 
@@ -66,20 +67,17 @@ BANDS = {"evoq", "evoq-auto", "optuna-tpe"}  # methods drawn with a CI band (the
 
 # -- the proposed default rule -------------------------------------------------------------------
 def auto_strategy(cycles: int, optimize_mode: str) -> Strategy:
-    """The budget-aware default proposed for the core (see the report), for when the user sets
-    neither ``population_size`` nor ``sample_size``.
-
-    ``P = clamp(round(cycles / 3), 10, 50)`` and ``S = P // 2`` (``cycles=100`` gives P33 S16,
-    150 and more give P50 S25); everything else is the evoq default.
+    """evoq's defaults for a budget of ``cycles``: with neither ``population_size`` nor
+    ``sample_size`` set, the core picks ``P = clamp(round(cycles / 3), 10, 50)`` and ``S = P // 2``
+    for budgets up to 1000 (:func:`evoq.strategy.default_sizes`), the rule these benchmarks chose.
     """
-    p = max(10, min(50, round(cycles / 3)))
-    return Strategy(optimize_mode=optimize_mode, population_size=p, sample_size=p // 2, cycles=cycles)
+    return Strategy(optimize_mode=optimize_mode, cycles=cycles)
 
 
 def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
     """A Strategy for ``evoq``, ``evoq-nni``, ``evoq-p10s3`` or ``evoq:P=..,S=..,p=..,nni=0|1,...``."""
-    if method == "evoq":
-        return Strategy(optimize_mode=mode, cycles=cycles)
+    if method == "evoq":  # NNI's sizes with evoq's mutation and dedup (the default before the rule)
+        return Strategy(optimize_mode=mode, cycles=cycles, population_size=100, sample_size=25)
     if method == "evoq-nni":
         return Strategy.nni(optimize_mode=mode, cycles=cycles)
     if method == "evoq-p10s3":

