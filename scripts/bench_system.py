@@ -48,7 +48,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -72,6 +71,7 @@ from evoq.codec import decode
 from evoq.controller import Controller, ControllerOptions
 from evoq.events import TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
 from evoq.keys import STREAM_FIELD, Keys
+from evoq.localredis import LocalRedis
 from evoq.log import FileLog, read_records, replay_log
 from evoq.redislog import RedisLog
 from evoq.reducer import StateBuilder
@@ -93,14 +93,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes ----------------------------------------------------------------------------------
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def proc_cpu(pid: int) -> float:
     """CPU seconds of a process and its reaped children (utime + stime + cutime + cstime)."""
     try:
@@ -111,63 +103,16 @@ def proc_cpu(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / CLK_TCK
 
 
-class RedisServer:
-    """A redis-server on a free loopback port with AOF everysec, data in ``directory``."""
+class RedisServer(LocalRedis):
+    """The benchmark's redis-server (see :class:`evoq.localredis.LocalRedis`), with its CPU time."""
 
     def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--auto-aof-rewrite-percentage",
-                "0",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client().ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise
-                time.sleep(0.02)
-
-    def client(self) -> redis.Redis:
-        """A client as evoq's CLI makes it (bytes responses, hiredis parser when installed)."""
-        return redis.Redis.from_url(self.url, socket_connect_timeout=5, health_check_interval=30)
+        super().__init__(directory, binary=shutil.which("redis-server") or "/usr/bin/redis-server")
 
     def cpu(self) -> float:
         """CPU seconds used by redis-server so far."""
+        assert self.proc is not None
         return proc_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class WorkerPool:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,20 +17,14 @@ from evoq.cli import worker_command
 from evoq.codec import decode
 from evoq.events import Event
 from evoq.keys import Keys
+from evoq.localredis import LocalRedis, redis_server_binary
 from evoq.redislog import RedisLog
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def redis_binary() -> str:
-    path = shutil.which("redis-server")
+    path = redis_server_binary()
     if path is None:
         message = "redis-server not found on PATH (scripts/test installs Debian's redis-server)"
         if os.environ.get("CI"):
@@ -41,65 +33,11 @@ def redis_binary() -> str:
     return path
 
 
-class RedisServer:
-    """A redis-server on a free loopback port, AOF on (everysec), data in ``directory``."""
+class RedisServer(LocalRedis):
+    """A real redis-server for a test: fails the test in CI (skips elsewhere) when absent."""
 
     def __init__(self, directory: Path, password: str | None = None) -> None:
-        self.directory = directory
-        self.password = password
-        self.port = free_port()
-        auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-                *(["--requirepass", self.password] if self.password else []),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, password=self.password).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        self.proc = None
-
-    def restart(self, sig: int = signal.SIGTERM, down: float = 0.5) -> None:
-        self.stop(sig)
-        time.sleep(down)
-        self.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password)
+        super().__init__(directory, password=password, binary=redis_binary())
 
 
 def worker_env(**extra: str) -> dict[str, str]:

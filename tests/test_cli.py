@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from evoq.invariants import check_invariants
+from evoq.localredis import free_port
 from evoq.log import FileLog, read_events
 
-from .cluster import RedisServer, free_port, wait_for, worker_env, write_spec
+from .cluster import RedisServer, wait_for, worker_env, write_spec
 
 SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
 
