@@ -13,10 +13,12 @@ import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 import redis
@@ -65,8 +67,6 @@ def connect(url: str) -> redis.Redis:
 
 def _safe(url: str) -> str:
     """The URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -417,7 +417,18 @@ def worker_command(
     name: str | None,
     burst: bool = False,
 ) -> list[str]:
-    """The ``rq worker`` command line evoq's workers run."""
+    """The ``rq worker`` command line evoq's workers run.
+
+    The worker's name (a fresh one when none is given) is also put into the Redis URL as
+    ``client_name``: rq names only its first connection (CLIENT SETNAME), and the connections
+    redis-py opens again after a Redis restart or a network blip would be anonymous, making the
+    worker invisible to the controller's count of live workers.
+    """
+    name = name or f"{uuid.uuid4().hex[:16]}"
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["client_name"] = name
+    url = urlunsplit(parts._replace(query=urlencode(query)))
     cmd = [
         sys.executable,
         "-m",
@@ -434,8 +445,7 @@ def worker_command(
         "--job-monitoring-interval",
         str(monitoring),
     ]
-    if name:
-        cmd += ["--name", name]
+    cmd += ["--name", name]
     if burst:
         cmd.append("--burst")
     return [*cmd, *queues]

@@ -320,6 +320,10 @@ class Controller:
             count = len(names & connected)
         except redis.ResponseError:  # managed Redis may forbid CLIENT LIST
             count = len(names)
+        # Never 0: an under-count (a worker whose connection was re-opened without its name is
+        # invisible to CLIENT LIST) must not stall the evolve phase; an over-count only leaves a
+        # job waiting in the queue.
+        count = max(count, 1)
         self._workers_cache = (now, count)
         return count
 
