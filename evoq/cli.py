@@ -328,9 +328,13 @@ def run(
             state = run_controller(client, spec, options, progress=progress)
         finally:
             for p in procs:
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(signal.SIGTERM)  # warm shutdown: a running trial finishes first
             for p in procs:
-                p.wait(timeout=60)
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()  # its trial is declared lost and runs again on the next `evoq run`
+                    p.wait()
     else:
         state = _run_embedded(spec, n_workers, queue, heartbeat_ttl, log_dir, allow, progress)
     print_state(state, as_json)
