@@ -838,12 +838,15 @@ def lost_detections(events: list[Event], faults: list[dict[str, Any]]) -> list[d
             for f in injected
             if f["at"] <= e.at and (f["kind"].startswith("redis") or not e.worker or f["worker"] == e.worker)
         ]
+        if "Work-horse terminated" in e.message:  # a killed horse: not a warm shutdown
+            before = [f for f in before if f["kind"] != "worker_term"] or before
         cause = before[-1] if before else None
         out.append(
             {
                 "trial": e.trial,
                 "attempt": e.attempt,
                 "worker": e.worker,
+                "at": e.at,
                 "cause": cause["kind"] if cause else None,
                 "detect_s": round(e.at - cause["at"], 3) if cause else None,
                 "reason": e.message[:160],

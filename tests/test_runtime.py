@@ -239,7 +239,7 @@ def test_redis_restart_mid_run(tmp_path, server, workers):
     wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "rr")) >= 8)
     time.sleep(1.2)  # let AOF everysec flush
     server.restart(signal.SIGTERM, down=1.0)
-    # rq workers exit when their Redis goes away; a supervisor (systemd, Heroku) restarts them
+    # busy rq workers exit when their Redis goes away; a supervisor (systemd, Heroku) restarts them
     workers(2, EVOQ_TEST_SLEEP="0.1")
     code, final, err = finish(proc, timeout=120)
     assert code == 0, err
