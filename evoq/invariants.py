@@ -27,25 +27,14 @@ def check_invariants(events: Iterable[Event], *, expect_status: str | None = "co
     counted: Counter[tuple[int, int]] = Counter()
     configs: dict[int, object] = {}
     for e in events:
-        trial = e.trial if isinstance(e, TrialSubmitted | TrialCompleted | TrialFailed) else None
-        before = b.running.get(trial) if trial is not None else None
-        b.add(e)
-        if isinstance(e, TrialSubmitted):
-            after = b.running.get(e.trial)
-            if after is not None and after is not before:
-                accepted[(e.trial, e.attempt)] += 1
-                if e.attempt == 0:
-                    configs[e.trial] = e.config
-                elif configs.get(e.trial) != e.config:
-                    violations.append(
-                        f"trial {e.trial} attempt {e.attempt} has another config than attempt 0"
-                    )
-        elif (
-            isinstance(e, TrialCompleted | TrialFailed)
-            and before is not None
-            and before.attempt == e.attempt
-            and b.running.get(e.trial) is None
-        ):
+        took = b.add_judged(e)
+        if took and isinstance(e, TrialSubmitted):
+            accepted[(e.trial, e.attempt)] += 1
+            if e.attempt == 0:
+                configs[e.trial] = e.config
+            elif configs.get(e.trial) != e.config:
+                violations.append(f"trial {e.trial} attempt {e.attempt} has another config than attempt 0")
+        elif took and isinstance(e, TrialCompleted | TrialFailed):
             counted[(e.trial, e.attempt)] += 1
     for run, n in accepted.items():
         if n != 1:

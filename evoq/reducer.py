@@ -234,6 +234,20 @@ class StateBuilder:
         self.events += 1
         _HANDLERS[rec[0]](self, rec)
 
+    def add_judged(self, event: Event) -> bool:
+        """Fold one event in; True when it took effect for its trial run: an accepted submission,
+        or the terminal event that counted. Anything else (other event types, duplicates, late or
+        foreign events) gives False."""
+        if not isinstance(event, TrialSubmitted | TrialCompleted | TrialFailed):
+            self.add(event)
+            return False
+        before = self.running.get(event.trial)
+        self.add(event)
+        after = self.running.get(event.trial)
+        if isinstance(event, TrialSubmitted):
+            return after is not None and after is not before
+        return before is not None and before.attempt == event.attempt and after is None
+
     def add_all(self, events: Iterable[Event]) -> None:
         """Fold events in, in order."""
         for event in events:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialSubmitted
+from .events import Event, TrialCompleted, TrialFailed, TrialSubmitted
 from .reducer import Individual, State, StateBuilder, finish_reason
 
 
@@ -90,22 +90,17 @@ def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
     b = StateBuilder()
     rows: dict[int, TrialRow] = {}
     for e in events:
-        trial = getattr(e, "trial", None) if not isinstance(e, ExperimentCreated) else None
-        before = b.running.get(trial) if isinstance(trial, int) else None
-        b.add(e)
-        if not isinstance(trial, int):
+        if not b.add_judged(e):
             continue
-        after = b.running.get(trial)
         if isinstance(e, TrialSubmitted):
-            if after is not None and after is not before:
-                rows[trial] = TrialRow(trial, e.attempt, e.config, e.parent, e.phase, submitted_at=e.at)
-        elif isinstance(e, TrialCompleted | TrialFailed) and before is not None and after is None:
-            row = rows[trial]
+            rows[e.trial] = TrialRow(e.trial, e.attempt, e.config, e.parent, e.phase, submitted_at=e.at)
+        elif isinstance(e, TrialCompleted | TrialFailed):
+            row = rows[e.trial]
             row.ended_at, row.worker = e.at, e.worker
             if isinstance(e, TrialCompleted) and math.isfinite(e.metric):
                 row.status, row.metric = "completed", e.metric
             elif isinstance(e, TrialFailed):
-                row.status, row.message = ("retry" if trial in b.retry else f"failed:{e.kind}"), e.message
+                row.status, row.message = ("retry" if e.trial in b.retry else f"failed:{e.kind}"), e.message
             else:
                 row.status = "failed:invalid_metric"
     return rows

@@ -713,15 +713,7 @@ def _fault_json(f: Fault) -> dict[str, Any]:
 def accepted_submissions(events: list[Event]) -> list[TrialSubmitted]:
     """The submissions the reducer accepted (duplicates and foreign ones left out)."""
     b = StateBuilder()
-    out = []
-    for e in events:
-        before = b.running.get(e.trial) if isinstance(e, TrialSubmitted) else None
-        b.add(e)
-        if isinstance(e, TrialSubmitted):
-            after = b.running.get(e.trial)
-            if after is not None and after is not before:
-                out.append(e)
-    return out
+    return [e for e in events if b.add_judged(e) and isinstance(e, TrialSubmitted)]
 
 
 def counted_terminals(events: list[Event]) -> list[tuple[int, TrialCompleted | TrialFailed, TrialSubmitted]]:
@@ -730,19 +722,11 @@ def counted_terminals(events: list[Event]) -> list[tuple[int, TrialCompleted | T
     subs: dict[tuple[int, int], TrialSubmitted] = {}
     out = []
     for n, e in enumerate(events):
-        trial = e.trial if isinstance(e, TrialSubmitted | TrialCompleted | TrialFailed) else None
-        before = b.running.get(trial) if trial is not None else None
-        b.add(e)
+        if not b.add_judged(e):
+            continue
         if isinstance(e, TrialSubmitted):
-            after = b.running.get(e.trial)
-            if after is not None and after is not before:
-                subs[(e.trial, e.attempt)] = e
-        elif (
-            isinstance(e, TrialCompleted | TrialFailed)
-            and before is not None
-            and before.attempt == e.attempt
-            and b.running.get(e.trial) is None
-        ):
+            subs[(e.trial, e.attempt)] = e
+        elif isinstance(e, TrialCompleted | TrialFailed):
             out.append((n, e, subs[(e.trial, e.attempt)]))
     return out
 

@@ -190,3 +190,14 @@ def test_simulation_is_deterministic():
     a = simulate(random.Random(3), Strategy(population_size=5, sample_size=2, cycles=20))
     b = simulate(random.Random(3), Strategy(population_size=5, sample_size=2, cycles=20))
     assert a == b
+
+
+def test_add_judged_says_which_events_took_effect():
+    b = base(max_attempts=2)
+    assert b.add_judged(TrialSubmitted(0, 0, {"a": 1}, None, "init", "", 0.0))
+    assert not b.add_judged(TrialSubmitted(0, 0, {"a": 1}, None, "init", "", 0.0))  # duplicate
+    assert not b.add_judged(TrialStarted(0, 0, "w", 0.0))  # not a submission or terminal event
+    assert b.add_judged(TrialFailed(0, 0, "lost", "", "w", 0.0))  # counted: goes to retry
+    assert not b.add_judged(TrialCompleted(0, 0, 1.0, 1.0, "w", 0.0))  # too late for attempt 0
+    assert b.add_judged(TrialSubmitted(0, 1, {"a": 1}, None, "init", "", 0.0))
+    assert b.add_judged(TrialCompleted(0, 1, 1.0, 1.0, "w", 0.0))
