@@ -454,11 +454,15 @@ class Controller:
         self.submit_ready()
         if self.finish_if_due():
             return True
-        timeout = min(self.opts.check_interval, self.opts.lease_ttl / 3)
-        self._fold(self.log.wait(self.last_id, int(timeout * 1000)))
+        self.await_events()
         if self.on_progress is not None:
             self.on_progress(self.state)
         return False
+
+    def await_events(self) -> None:
+        """Block on the stream (XREAD BLOCK) until new entries or the check interval; fold them."""
+        timeout = min(self.opts.check_interval, self.opts.lease_ttl / 3)
+        self._fold(self.log.wait(self.last_id, int(timeout * 1000)))
 
     def run(self) -> State:
         """Run the experiment until it finishes or :meth:`stop` is called; return the state."""
