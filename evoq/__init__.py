@@ -16,7 +16,8 @@ from .events import (
     TrialStarted,
     TrialSubmitted,
 )
-from .log import EventLog, FileLog, MemoryLog, read_events
+from .filelog import FileLog
+from .log import EventLog, MemoryLog, read_events
 from .proposal import Proposal, propose
 from .reducer import State, StateBuilder, apply, replay
 from .space import SearchSpace, SpaceError

@@ -1,9 +1,13 @@
-"""Audit a log in one streaming pass: chain, schema, decisions, terminal events, end status.
+"""Whole-log checks: the streaming audit, and the invariants of a finished experiment.
+
+:func:`audit_entries` / :func:`audit_file` audit a log in one streaming pass: chain, schema,
+decisions, terminal events, end status. :func:`check_invariants` checks a finished experiment's
+log as a whole (used by the integration tests and ``scripts/fault_campaign.py``).
 
 What :func:`audit` checks, record by record:
 
 * **chain and schema** — the file's hash chain (format 2: every record bound to all before it,
-  back to the creation record) and CRCs (format 1) are checked by :class:`~evoq.log.FileLog`
+  back to the creation record) and CRCs (format 1) are checked by :class:`~evoq.filelog.FileLog`
   as it reads; every record must decode under a known schema version. The first bad record
   stops the audit (nothing after it can be trusted) and is reported with its offset.
 * **decisions** — every accepted ``TrialSubmitted`` must be exactly what
@@ -27,13 +31,15 @@ catches any rewrite. The live Redis stream is not chained: keep Redis private.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .codec import CodecError, check_record
-from .events import ExperimentFinished, TrialCompleted, TrialFailed, TrialSubmitted
-from .log import FileLog, TornTailWarning, unpack_records
+from .events import Event, ExperimentFinished, TrialCompleted, TrialFailed, TrialSubmitted
+from .filelog import FileLog, FrameError, TornTailWarning
+from .log import unpack_records
 from .proposal import propose
 from .reducer import InvalidLogError, StateBuilder, status_of
 from .report import _plain
@@ -146,7 +152,7 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
             else:
                 b.add_records([(pos, rec)])
     except (CodecError, InvalidLogError) as exc:
-        kind = "corrupt" if "chain" in str(exc) or "checksum" in str(exc) or "frame" in str(exc) else "schema"
+        kind = "corrupt" if isinstance(exc, FrameError) else "schema"
         offset = getattr(exc, "offset", None)
         rep.findings.append(Finding(n + 1, offset if offset is not None else pos, kind, str(exc)))
     finally:
@@ -231,3 +237,71 @@ def prefix_state(path: str, *, until: int | None = None, at: float | None = None
     b = StateBuilder()
     b.add_records(iter_events_until(FileLog(path).read(), until=until, at=at))
     return b
+
+
+# -- whole-log invariants ---------------------------------------------------------------------
+def accepted_submissions(events: Iterable[Event]) -> list[TrialSubmitted]:
+    """The submissions the reducer accepted (duplicates and foreign ones left out)."""
+    b = StateBuilder()
+    return [e for e in events if b.add_judged(e) and isinstance(e, TrialSubmitted)]
+
+
+def counted_terminals(
+    events: Iterable[Event],
+) -> list[tuple[int, TrialCompleted | TrialFailed, TrialSubmitted]]:
+    """``(index, terminal event, its submission)`` for every terminal event that counted."""
+    b = StateBuilder()
+    subs: dict[tuple[int, int], TrialSubmitted] = {}
+    out = []
+    for n, e in enumerate(events):
+        if not b.add_judged(e):
+            continue
+        if isinstance(e, TrialSubmitted):
+            subs[(e.trial, e.attempt)] = e
+        elif isinstance(e, TrialCompleted | TrialFailed):
+            out.append((n, e, subs[(e.trial, e.attempt)]))
+    return out
+
+
+def check_invariants(events: Iterable[Event], *, expect_status: str | None = "completed") -> list[str]:
+    """Violations found in a log (empty when it is sound).
+
+    Checked: the experiment ended with ``expect_status``; for a completed one, results equal
+    ``cycles``; no run is still in flight; every accepted submission ``(trial, attempt)`` is
+    unique and ended with exactly one terminal event that counted; every attempt of a trial
+    carries the same config; attempts of a trial follow 0, 1, 2, ... .
+    """
+    b = StateBuilder()
+    violations: list[str] = []
+    accepted: Counter[tuple[int, int]] = Counter()
+    counted: Counter[tuple[int, int]] = Counter()
+    configs: dict[int, object] = {}
+    for e in events:
+        took = b.add_judged(e)
+        if took and isinstance(e, TrialSubmitted):
+            accepted[(e.trial, e.attempt)] += 1
+            if e.attempt == 0:
+                configs[e.trial] = e.config
+            elif configs.get(e.trial) != e.config:
+                violations.append(f"trial {e.trial} attempt {e.attempt} has another config than attempt 0")
+        elif took and isinstance(e, TrialCompleted | TrialFailed):
+            counted[(e.trial, e.attempt)] += 1
+    for run, n in accepted.items():
+        if n != 1:
+            violations.append(f"trial {run[0]} attempt {run[1]} submitted {n} times")
+        if counted[run] != 1:
+            violations.append(f"trial {run[0]} attempt {run[1]} has {counted[run]} counted terminal events")
+    attempts: dict[int, list[int]] = {}
+    for t, a in sorted(accepted):
+        attempts.setdefault(t, []).append(a)
+    for t, seq in attempts.items():
+        if seq != list(range(len(seq))):
+            violations.append(f"trial {t} attempts {seq} are not 0..n")
+    if b.running or b.retry:
+        violations.append(f"runs still in flight: {sorted(b.running)} retry {sorted(b.retry)}")
+    status = b.finished.status if b.finished else None
+    if expect_status is not None and status != expect_status:
+        violations.append(f"experiment status {status!r}, expected {expect_status!r}")
+    if status == "completed" and b.strategy is not None and b.results != b.strategy.cycles:
+        violations.append(f"results {b.results} != cycles {b.strategy.cycles}")
+    return violations

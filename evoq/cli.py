@@ -9,32 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
-import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 import redis
 
+from workers.launch import WORKER_CLASSES, LocalWorkers, worker_command
+
 from . import __version__
 from .codec import CodecError
-from .controller import Controller, ControllerError, ControllerOptions
+from .controller import Controller, ControllerOptions
+from .errors import EvoqError
 from .events import Event
-from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys, check_name
-from .log import FileLog, TornTailWarning, read_events
-from .redislog import RedisLog
+from .filelog import FileLog
+from .keys import DEFAULT_QUEUE
 from .reducer import InvalidLogError, State, StateBuilder
 from .report import summary, top_trials, trial_rows
+from .sources import EMBEDDED_DIR, Source, connect, open_source
 from .spec import Spec, SpecError, load_spec
-
-EMBEDDED_DIR = ".evoq"
 
 
 class UserError(click.ClickException):
@@ -46,35 +43,6 @@ class UserError(click.ClickException):
 def fail(message: str) -> NoReturn:
     """Stop with a one-line error and exit code 2."""
     raise UserError(message)
-
-
-# -- Redis --------------------------------------------------------------------------------------
-def connect(url: str) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://``, with password), checked with PING."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        client.ping()
-    except redis.AuthenticationError as exc:
-        fail(f"Redis at {_safe(url)} refused the credentials: {exc}")
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        fail(f"cannot reach Redis at {_safe(url)}: {exc}")
-    except redis.ResponseError as exc:
-        fail(f"Redis at {_safe(url)} answered with an error: {exc}")
-    except ValueError as exc:
-        fail(f"bad Redis URL {_safe(url)}: {exc}")
-    return client
-
-
-def _safe(url: str) -> str:
-    """The URL without its password."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 redis_url_option = click.option(
@@ -171,17 +139,6 @@ class Progress:
             self._progress.__exit__(*exc)
 
 
-def _spawn_workers(url: str, n: int, queue: str, allow: tuple[str, ...]) -> list[subprocess.Popen[bytes]]:
-    env = dict(os.environ)
-    if allow:
-        env["EVOQ_ALLOW"] = ",".join(allow)
-    procs = []
-    for _ in range(n):
-        cmd = worker_command(url, (queue,), worker_class="rq.worker.Worker", monitoring=5, name=None)
-        procs.append(subprocess.Popen(cmd, env=env, stdout=sys.stderr))  # keep stdout for --json
-    return procs
-
-
 def run_controller(
     client: Any,
     spec: Spec,
@@ -195,16 +152,18 @@ def run_controller(
     with _signals(controller.stop), progress:
         try:
             return controller.run()
-        except (ControllerError, CodecError, InvalidLogError) as exc:
+        except EvoqError as exc:
             fail(str(exc))
 
 
 class EvoqGroup(click.Group):
-    """Turns Redis refusals anywhere in a command into one-line errors (exit 2)."""
+    """Turns evoq's errors and Redis refusals anywhere in a command into one-line errors (exit 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except EvoqError as exc:
+            raise UserError(str(exc)) from None
         except redis.ResponseError as exc:
             raise UserError(
                 f"Redis refused a command: {exc} (are evoq's keys used by something else in this database?)"
@@ -323,18 +282,11 @@ def run(
         options = ControllerOptions(
             queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
         )
-        procs = _spawn_workers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
+        local = LocalWorkers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
         try:
             state = run_controller(client, spec, options, progress=progress)
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)  # warm shutdown: a running trial finishes first
-            for p in procs:
-                try:
-                    p.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    p.kill()  # its trial is declared lost and runs again on the next `evoq run`
-                    p.wait()
+            local.stop()
     else:
         state = _run_embedded(spec, n_workers, queue, heartbeat_ttl, log_dir, allow, progress)
     print_state(state, as_json)
@@ -377,91 +329,35 @@ def _run_embedded(
     allow: tuple[str, ...],
     progress: Progress,
 ) -> State:
-    import warnings
-
-    from .embedded import FileMirror, embedded, log_path
+    from .embedded import embedded_run
+    from .sources import embedded_log_path
 
     workers = n_workers if n_workers else (os.cpu_count() or 1)
-    path = log_path(log_dir, spec.name)
     click.echo(
         f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker threads); "
-        f"log: {path}. To use a real Redis: set REDIS_URL (or --redis-url) and start `evoq worker` "
-        "on your GPU boxes.",
+        f"log: {embedded_log_path(log_dir, spec.name)}. To use a real Redis: set REDIS_URL (or "
+        "--redis-url) and start `evoq worker` on your GPU boxes.",
         err=True,
     )
-    os.environ["EVOQ_ALLOW"] = ",".join(allow or (spec.trial,))
-    file = FileLog(path)
-    with embedded(workers, queue=queue) as env:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TornTailWarning)
-            try:
-                loaded = env.load(Keys(spec.name), file)
-            except CodecError as exc:
-                fail(str(exc))
-        for w in caught:
-            click.echo(f"evoq: warning: {w.message}", err=True)
-        if loaded:
-            click.echo(f"evoq: resuming from {loaded} logged events", err=True)
-        env.start_workers()
+    with embedded_run(
+        spec.name,
+        workers=workers,
+        queue=queue,
+        log_dir=log_dir,
+        allow=allow or (spec.trial,),
+        notify=lambda message: click.echo(f"evoq: {message}", err=True),
+    ) as er:
         options = ControllerOptions(
-            queue=queue, heartbeat_ttl=heartbeat_ttl, capacity=lambda: workers, check_interval=0.5
+            queue=queue,
+            heartbeat_ttl=heartbeat_ttl,
+            capacity=lambda: workers,
+            check_interval=0.5,
+            backend="the embedded log",
         )
-        return run_controller(
-            env.client(), spec, options, progress=progress, on_entries=FileMirror(file, skip=loaded)
-        )
+        return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
 
 
 # -- worker -------------------------------------------------------------------------------------
-def worker_command(
-    url: str,
-    queues: tuple[str, ...],
-    *,
-    worker_class: str,
-    monitoring: int,
-    name: str | None,
-    burst: bool = False,
-) -> list[str]:
-    """The ``rq worker`` command line evoq's workers run.
-
-    The worker's name (a fresh one when none is given) is also put into the Redis URL as
-    ``client_name``: rq names only its first connection (CLIENT SETNAME), and the connections
-    redis-py opens again after a Redis restart or a network blip would be anonymous, making the
-    worker invisible to the controller's count of live workers.
-    """
-    name = name or f"{uuid.uuid4().hex[:16]}"
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query["client_name"] = name
-    url = urlunsplit(parts._replace(query=urlencode(query)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "rq.cli",
-        "worker",
-        "--url",
-        url,
-        "--serializer",
-        "workers.serializer.MsgpackSerializer",
-        "--job-class",
-        "workers.job.EvoqJob",
-        "--worker-class",
-        worker_class,
-        "--job-monitoring-interval",
-        str(monitoring),
-    ]
-    cmd += ["--name", name]
-    if burst:
-        cmd.append("--burst")
-    return [*cmd, *queues]
-
-
-WORKER_CLASSES = {
-    "worker": "rq.worker.Worker",
-    "heroku": "rq.worker.HerokuWorker",
-    "simple": "rq.worker.SimpleWorker",
-}
-
-
 @main.command()
 @redis_url_option
 @click.argument("queues", nargs=-1)
@@ -492,9 +388,13 @@ def worker(
     burst: bool,
     print_command: bool,
 ) -> None:
-    """Run an RQ worker with evoq's serializer, job class and trial allowlist (exec's `rq worker`)."""
+    """Run an RQ worker with evoq's serializer, job class and trial allowlist (exec's `rq worker`).
+
+    The Redis URL reaches `rq worker` in its environment (RQ_REDIS_URL), never on its command line.
+    """
     if not redis_url:
         fail("evoq worker needs a Redis: pass --redis-url or set REDIS_URL")
+    allow = allow or tuple(p for p in os.environ.get("EVOQ_ALLOW", "").split(",") if p.strip())
     cmd = worker_command(
         redis_url,
         queues or (DEFAULT_QUEUE,),
@@ -502,71 +402,26 @@ def worker(
         monitoring=job_monitoring_interval,
         name=name,
         burst=burst,
+        allow=allow,
     )
-    if allow:
-        os.environ["EVOQ_ALLOW"] = ",".join(allow)
     if print_command:
-        prefix = (
-            f"EVOQ_ALLOW={shlex.quote(os.environ['EVOQ_ALLOW'])} " if os.environ.get("EVOQ_ALLOW") else ""
-        )
-        click.echo(prefix + shlex.join(["rq", *cmd[3:]]))
+        click.echo(cmd.shell())
         return
     connect(redis_url)
-    os.execv(sys.executable, cmd)
+    os.execve(sys.executable, cmd.argv, cmd.full_env())
 
 
 # -- inspection ---------------------------------------------------------------------------------
-def _events_from_redis(client: redis.Redis, name: str) -> list[tuple[str, Event]]:
-    try:
-        keys = Keys(check_name(name))
-    except ValueError as exc:
-        fail(str(exc))
-    rlog = RedisLog(client, keys)
-    try:
-        events = list(read_events(rlog))
-    except CodecError as exc:
-        fail(f"experiment {name!r}: {exc}")
-    if not events:
-        known = sorted(n.decode() for n in client.smembers(EXPERIMENTS))  # type: ignore[union-attr]
-        fail(f"no experiment {name!r} in this Redis (known: {', '.join(known) or 'none'})")
-    return events
-
-
-def _events_from_file(path: Path) -> list[Event]:
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TornTailWarning)
-        try:
-            events = [e for _, e in read_events(FileLog(path))]
-        except CodecError as exc:
-            fail(str(exc))
-    for w in caught:
-        click.echo(f"evoq: warning: {w.message}", err=True)
-    if not events:
-        fail(f"{path}: empty log")
-    return events
-
-
 def load_events(source: str, redis_url: str | None, log_dir: Path) -> list[Event]:
     """Events of ``source``: a log file, or an experiment name (in Redis, else the embedded log)."""
-    path = Path(source)
-    if path.is_file():
-        return _events_from_file(path)
-    if redis_url:
-        return [e for _, e in _events_from_redis(connect(redis_url), source)]
-    try:
-        check_name(source)
-    except ValueError:
-        fail(f"{source!r} is neither a log file nor an experiment name")
-    from .embedded import log_path
+    return _read(open_source(source, redis_url, log_dir))
 
-    local = log_path(log_dir, source)
-    if local.is_file():
-        return _events_from_file(local)
-    fail(
-        f"no log file {source!r} and no embedded log {str(local)!r}; for Redis pass --redis-url or set REDIS_URL"
-    )
+
+def _read(src: Source) -> list[Event]:
+    events = src.events()
+    for message in src.warnings:
+        click.echo(f"evoq: warning: {message}", err=True)
+    return events
 
 
 def state_of(events: list[Event]) -> State:
@@ -637,18 +492,9 @@ def export(name: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
     """Write the complete log of experiment NAME to a file (evoq's file log format)."""
     if output.exists():
         fail(f"{output} exists; not overwriting an existing log")
-    if redis_url:
-        client = connect(redis_url)
-        _events_from_redis(client, name)  # validates the whole stream first
-        records = [data for _, data in RedisLog(client, Keys(name)).read()]
-    else:
-        from .embedded import log_path
-
-        src = log_path(log_dir, name)
-        if not src.is_file():
-            fail(f"no embedded log {str(src)!r}; for Redis pass --redis-url or set REDIS_URL")
-        _events_from_file(src)
-        records = [data for _, data in FileLog(src).read()]
+    src = open_source(name, redis_url, log_dir)
+    _read(src)  # validates the whole log first
+    records = [data for _, data in src.entries()]
     out = FileLog(output)
     out.append(records)
     for _ in out.read():

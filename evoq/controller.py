@@ -1,31 +1,28 @@
-"""The controller: replay the stream, then block on it, fold, propose and submit.
+"""The controller: replay the stream, then block on it, fold, propose and commit.
 
 Its state is never stored: it is rebuilt by replaying the experiment's Redis Stream and then
 kept up to date by folding new entries as ``XREAD BLOCK`` delivers them (no fixed-interval
-polling). Each decision is made on exactly the log prefix that precedes it: a submission is a
-MULTI/EXEC that WATCHes the stream and the lease, checks that the stream's last entry is the last
-one folded, and then appends the ``TrialSubmitted`` event *and* enqueues its RQ job. Any
-concurrent append aborts it; the controller folds what arrived and decides again. So an
-auditor replaying the log re-derives every decision, and a crash can never leave a logged trial
+polling). Every write goes through one path, :meth:`Controller.commit`: a MULTI/EXEC that
+WATCHes the stream and the lease, checks (in the same round trip) that the lease is ours and that
+the stream's last entry is the last one folded, and only then appends the event — and, for a
+submission, enqueues its RQ job in the same transaction. Any concurrent append aborts it; the
+controller folds what arrived and decides again. So each decision is made on exactly the log
+prefix that precedes it (an auditor re-derives it), and a crash can never leave a logged trial
 without its job or a job without its event.
 
-Exactly one controller runs an experiment: it holds a lease key with a TTL, renewed as it goes,
-whose value carries a fencing token; every write is conditional on the lease still being ours.
+Exactly one controller runs an experiment (:mod:`evoq.lease`). Lost runs are found by
+:mod:`evoq.liveness` from a snapshot of the runs' RQ jobs and heartbeat keys.
 
-Lost runs are detected from the controller side: the RQ job hash is gone, or the job ended
-(failed, finished, stopped) without the run's terminal event in the log, or the job is STARTED but
-its heartbeat key — refreshed by the worker while the trial runs — has expired.
+If the stream loses its tail (Redis restarted from an older AOF, a key deleted or trimmed), the
+commit sees that the last entry folded is gone and replays the stream from scratch; when the
+stream no longer holds the experiment at all, the controller stops with an error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +35,12 @@ from rq.worker import Worker
 
 from .codec import encode
 from .events import Event, ExperimentCreated, ExperimentFinished, TrialFailed, TrialSubmitted
-from .keys import DEFAULT_QUEUE, EXPERIMENTS, STREAM_FIELD, Keys
+from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys
+from .lease import ControllerError, Lease, LeaseHeldError, LeaseLostError
+from .liveness import JobProbe, judge
 from .log import unpack_records
 from .proposal import Proposal, may_submit, propose
-from .redislog import RedisLog
+from .redislog import RedisLog, stream_id
 from .reducer import Run, State, StateBuilder, finish_reason, status_of
 from .space import SearchSpace
 from .strategy import Strategy
@@ -49,23 +48,25 @@ from .strategy import Strategy
 log = logging.getLogger("evoq.controller")
 
 TRIAL_ENTRY = "workers.trial.run_trial"
-_ALIVE = {b"queued", b"deferred", b"scheduled"}
+SERIALIZER = "workers.serializer.MsgpackSerializer"
+JOB_CLASS = "workers.job.EvoqJob"
 
-
-class ControllerError(RuntimeError):
-    """The controller cannot go on; the message says why (no traceback needed)."""
-
-
-class LeaseHeldError(ControllerError):
-    """Another controller holds this experiment's lease."""
-
-
-class LeaseLostError(ControllerError):
-    """This controller's lease was taken over or expired; it must stop writing."""
+__all__ = [
+    "Controller",
+    "ControllerError",
+    "ControllerOptions",
+    "ExperimentMismatchError",
+    "LeaseHeldError",
+    "LeaseLostError",
+]
 
 
 class ExperimentMismatchError(ControllerError):
     """The stream holds an experiment of the same name with other parameters."""
+
+
+class LogRegressedError(ControllerError):
+    """The stream lost entries this controller had folded and no longer holds the experiment."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +83,7 @@ class ControllerOptions:
         result_ttl: seconds RQ keeps a finished job's hash.
         capacity: a function giving the number of live workers (default: RQ workers of the queue
             whose Redis connection is up, from CLIENT LIST).
+        backend: how messages name where the experiment lives ("this Redis", "the embedded log").
     """
 
     queue: str = DEFAULT_QUEUE
@@ -91,6 +93,7 @@ class ControllerOptions:
     wait_for_lease: bool = False
     result_ttl: int = 600
     capacity: Callable[[], int] | None = None
+    backend: str = "this Redis"
 
 
 def experiment_matches(a: ExperimentCreated, b: ExperimentCreated) -> list[str]:
@@ -106,6 +109,13 @@ def experiment_matches(a: ExperimentCreated, b: ExperimentCreated) -> list[str]:
     if a.trial != b.trial:
         diffs.append(f"trial ({a.trial!r} != {b.trial!r})")
     return diffs
+
+
+Decision = tuple[Event, Proposal | None]
+"""What :meth:`Controller.commit` appends: an event, and the proposal whose job to enqueue."""
+
+_CONFLICT_BACKOFF = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.25)
 
 
 class Controller:
@@ -126,80 +136,24 @@ class Controller:
         self.opts = options or ControllerOptions()
         self.keys = Keys(experiment.name)
         self.log = RedisLog(client, self.keys)
-        self.queue = Queue(
-            self.opts.queue,
-            connection=client,
-            serializer="workers.serializer.MsgpackSerializer",
-            job_class="workers.job.EvoqJob",
-        )
+        self.lease = Lease(client, self.keys, ttl=self.opts.lease_ttl)
+        self.queue = Queue(self.opts.queue, connection=client, serializer=SERIALIZER, job_class=JOB_CLASS)
         self.on_progress = on_progress
         self.on_entries = on_entries
         self._handed = 0
         self.clock = clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease_value: bytes | None = None
         self.state = StateBuilder()
         self.last_id: str | None = None
-        self._renewed = 0.0
         self._checked = 0.0
         self._missing: dict[tuple[int, int], float] = {}
         self._workers_cache: tuple[float, int] = (0.0, 0)
         self.stop_event = threading.Event()
-
-    # -- lease --------------------------------------------------------------------------------
-    _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-    _READ_TAIL = "return {redis.call('get', KEYS[1]), redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1)}"
-    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-    def acquire(self) -> None:
-        """Take the lease (or wait for it with ``wait_for_lease``)."""
-        ttl_ms = int(self.opts.lease_ttl * 1000)
-        announced = False
-        while True:
-            fence = int(self.client.incr(self.keys.fence))
-            value = f"{fence}:{self.owner}".encode()
-            if self.client.set(self.keys.lease, value, nx=True, px=ttl_ms):
-                self.lease_value = value
-                self._renewed = time.monotonic()
-                return
-            holder = self.client.get(self.keys.lease)
-            who = holder.decode(errors="replace") if isinstance(holder, bytes) else "?"
-            if not self.opts.wait_for_lease:
-                raise LeaseHeldError(
-                    f"experiment {self.experiment.name!r} is already run by another controller "
-                    f"(lease {who}); stop it first, or pass --wait to take over when it stops"
-                )
-            if not announced:
-                log.warning("waiting for controller %s to release experiment %r", who, self.experiment.name)
-                announced = True
-            if self.stop_event.wait(min(1.0, self.opts.lease_ttl / 3)):
-                raise ControllerError("stopped while waiting for the lease")
-
-    def renew(self, force: bool = False) -> None:
-        """Renew the lease if a third of its TTL has passed; raise LeaseLostError if it is gone."""
-        now = time.monotonic()
-        if not force and now - self._renewed < self.opts.lease_ttl / 3:
-            return
-        ok = self.client.eval(
-            self._RENEW, 1, self.keys.lease, self.lease_value or b"", int(self.opts.lease_ttl * 1000)
-        )
-        if not ok:
-            raise LeaseLostError(
-                f"lost the lease on experiment {self.experiment.name!r} (another controller took over, "
-                "or this one stalled longer than the lease TTL)"
-            )
-        self._renewed = now
-
-    def release(self) -> None:
-        """Give the lease back (only if it is still ours)."""
-        if self.lease_value is not None:
-            with contextlib.suppress(redis.RedisError):
-                self.client.eval(self._RELEASE, 1, self.keys.lease, self.lease_value)
-            self.lease_value = None
+        self.conflicts = 0
+        """Commits aborted because the log moved on (for benchmarks)."""
 
     # -- log ----------------------------------------------------------------------------------
     def replay(self) -> None:
-        """Rebuild the state from the whole stream."""
+        """Rebuild the state from the whole stream (renewing the lease between batches)."""
         self.state = StateBuilder()
         self.last_id = None
         self.catch_up()
@@ -207,7 +161,10 @@ class Controller:
     def catch_up(self) -> int:
         """Fold every entry after the last one folded; return how many."""
         before = self.state.events
-        self._fold(list(self.log.read(self.last_id)))
+        for batch in self.log.read_batches(self.last_id):
+            self._fold(batch)
+            if self.lease.value is not None:
+                self.lease.renew()  # a long first replay must not lose the lease
         return self.state.events - before
 
     def _fold(self, entries: list[tuple[str, bytes]]) -> None:
@@ -222,33 +179,95 @@ class Controller:
                 if fresh:
                     self.on_entries(fresh)
 
-    def _append(self, event: Event, job: Proposal | None = None) -> bool:
-        """Append ``event`` (and enqueue the job of ``job``) iff the lease is ours and nothing was
-        appended since the last entry folded. Returns False when something was: catch up and
-        decide again."""
+    # -- the one write path ---------------------------------------------------------------------
+    def commit(self, decide: Callable[[], Decision | None]) -> bool:
+        """Append what ``decide()`` returns, on exactly the log folded so far; True if appended.
+
+        ``decide`` reads the current state and returns the event to append (with the proposal
+        whose RQ job goes in the same transaction), or None when nothing is to be written any
+        more. When the log moved on, the new entries are folded and ``decide`` is asked again;
+        repeated conflicts back off. Returns False when ``decide`` said None or the controller
+        was stopped.
+
+        Raises:
+            LeaseLostError: the lease is no longer ours.
+            LogRegressedError: the stream lost what was folded and holds no experiment now.
+        """
+        round_ = 0
+        while not self.stop_event.is_set():
+            decision = decide()
+            if decision is None:
+                return False
+            outcome = self._try_commit(*decision)
+            if outcome == "ok":
+                return True
+            self.conflicts += 1
+            if outcome == "regressed":
+                self._on_regression()
+            elif self.catch_up() == 0:
+                # nothing new to fold, yet the transaction was aborted (a write to the lease
+                # key, or a stream read that raced): back off before deciding again
+                self.stop_event.wait(_CONFLICT_BACKOFF[min(round_, len(_CONFLICT_BACKOFF) - 1)])
+                round_ += 1
+        return False
+
+    def _try_commit(self, event: Event, job: Proposal | None) -> str:
+        """One attempt: ``"ok"``, ``"conflict"`` (the log moved on) or ``"regressed"``."""
         record = encode(event)
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(self.keys.lease, self.keys.stream)  # type: ignore[no-untyped-call]
-                # the lease and the stream's last id in one round trip (both keys share a slot)
-                lease, tail = pipe.eval(self._READ_TAIL, 2, self.keys.lease, self.keys.stream)
-                if lease != self.lease_value:
-                    raise LeaseLostError(f"lost the lease on experiment {self.experiment.name!r}")
-                tail_id = (
-                    (tail[0][0].decode() if isinstance(tail[0][0], bytes) else tail[0][0]) if tail else None
+                # lease, tail and "is the last folded entry still there" in one round trip
+                lease, tail, kept = self.lease.tail_script(
+                    keys=[self.keys.lease, self.keys.stream], args=[self.last_id or ""], client=pipe
                 )
+                self.lease.check(lease)
+                tail_id = stream_id(tail[0][0]) if tail else None
+                if not kept or (self.last_id is not None and tail_id is None):
+                    return "regressed"
                 if tail_id != self.last_id:
-                    return False
+                    return "conflict"
                 pipe.multi()
-                pipe.xadd(self.keys.stream, {STREAM_FIELD: record})
+                self.log.append([record], pipeline=pipe)
                 if job is not None:
                     self._enqueue(job, pipe)
                 result = pipe.execute()
             except WatchError:
-                return False
-        raw_id = result[0]
-        self._fold([(raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id), record)])
-        return True
+                return "conflict"
+        self._fold([(stream_id(result[0]), record)])
+        return "ok"
+
+    def verify_log(self) -> None:
+        """Check that the last entry folded is still in the stream; replay it if not.
+
+        The commit checks this before every write; this check (once per check interval) also
+        catches a stream that lost its tail while nothing was being written.
+        """
+        if self.last_id is None:
+            return
+        _lease, _tail, kept = self.lease.tail_script(
+            keys=[self.keys.lease, self.keys.stream], args=[self.last_id], client=self.client
+        )
+        if not kept:
+            self._on_regression()
+
+    def _on_regression(self) -> None:
+        folded = self.state.events
+        lost_from = self.last_id
+        self.replay()
+        if self.state.experiment is None:
+            raise LogRegressedError(
+                f"the log of experiment {self.experiment.name!r} in {self.opts.backend} lost the entries "
+                f"this controller had folded ({folded} events up to {lost_from}) and no longer holds the "
+                "experiment; restore it from an export or start it again"
+            )
+        log.warning(
+            "the log of %r lost its tail (had folded %d events up to %s, it now holds %d): replayed it",
+            self.experiment.name,
+            folded,
+            lost_from,
+            self.state.events,
+        )
 
     def _enqueue(self, p: Proposal, pipe: Any) -> None:
         from workers.trial import make_payload
@@ -269,38 +288,29 @@ class Controller:
             pipeline=pipe,
         )
 
-    def _created(self) -> ExperimentCreated | None:
-        return self.state.experiment
-
-    def _finished(self) -> ExperimentFinished | None:
-        return self.state.finished
-
     # -- setup --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Take the lease, create or check the experiment, and replay its stream."""
-        self.acquire()
+        """Take the lease, replay the stream, create the experiment or check it is the same one."""
+        self.lease.acquire(wait=self.opts.wait_for_lease, stop=self.stop_event)
         self.replay()
-        if self.state.experiment is None:
-            created = ExperimentCreated(
-                self.experiment.name,
-                self.experiment.space,
-                self.experiment.strategy,
-                self.experiment.seed,
-                self.experiment.trial,
-                self.experiment.evoq_version,
-                self.clock(),
-            )
-            while not self._append(created):
-                self.catch_up()
-                if self._created() is not None:
-                    break
-        exp = self._created()
-        assert exp is not None
+        created = ExperimentCreated(
+            self.experiment.name,
+            self.experiment.space,
+            self.experiment.strategy,
+            self.experiment.seed,
+            self.experiment.trial,
+            self.experiment.evoq_version,
+            self.clock(),
+        )
+        self.commit(lambda: (created, None) if self.state.experiment is None else None)
+        exp = self.state.experiment
+        if exp is None:
+            raise ControllerError("stopped before the experiment was created")
         diffs = experiment_matches(exp, self.experiment)
         if diffs:
-            self.release()
+            self.lease.release()
             raise ExperimentMismatchError(
-                f"experiment {exp.name!r} already exists in this Redis with other parameters: "
+                f"experiment {exp.name!r} already exists in {self.opts.backend} with other parameters: "
                 f"{', '.join(diffs)}; choose another name or delete it"
             )
         self.client.sadd(EXPERIMENTS, exp.name)
@@ -327,69 +337,62 @@ class Controller:
         self._workers_cache = (now, count)
         return count
 
+    def probe(self, runs: list[Run]) -> list[JobProbe]:
+        """One snapshot of the runs' jobs: status and heartbeat in one MULTI/EXEC; then the
+        queue position of those still queued (the only ones for which it matters)."""
+        pipe = self.client.pipeline(transaction=True)
+        for r in runs:
+            pipe.hget(Job.key_for(self.keys.job_id(r.trial, r.attempt)), "status")
+            pipe.exists(self.keys.heartbeat(r.trial, r.attempt))
+        answers = pipe.execute()
+        statuses = [s.decode(errors="replace") if isinstance(s, bytes) else None for s in answers[0::2]]
+        queued = [i for i, s in enumerate(statuses) if s == "queued"]
+        positions: dict[int, bool] = {}
+        if queued:
+            pipe = self.client.pipeline(transaction=False)
+            for i in queued:
+                pipe.lpos(self.queue.key, self.keys.job_id(runs[i].trial, runs[i].attempt))
+            positions = {i: pos is not None for i, pos in zip(queued, pipe.execute(), strict=True)}
+        return [
+            JobProbe(status, positions.get(i), bool(beating))
+            for i, (status, beating) in enumerate(zip(statuses, answers[1::2], strict=True))
+        ]
+
     def check_runs(self) -> None:
         """Declare lost the runs whose job vanished, ended unreported, or stopped heartbeating."""
         runs = list(self.state.running.values())
         if not runs:
             self._missing.clear()
             return
-        # one MULTI/EXEC: a consistent snapshot of each job's status, queue position and heartbeat
-        pipe = self.client.pipeline(transaction=True)
-        for r in runs:
-            job_id = self.keys.job_id(r.trial, r.attempt)
-            pipe.hget(Job.key_for(job_id), "status")
-            pipe.exists(self.keys.heartbeat(r.trial, r.attempt))
-            pipe.lpos(self.queue.key, job_id)
-            pipe.lpos(self.queue.intermediate_queue_key, job_id)
-        answers = pipe.execute()
+        probes = self.probe(runs)
         self.catch_up()  # statuses first, then the log: an event written before its job ended is seen
         now = time.monotonic()
-        alive: set[tuple[int, int]] = set()
-        for i, r in enumerate(runs):
-            status, beating, in_queue, picked = answers[4 * i : 4 * i + 4]
-            if status == b"queued" and in_queue is None:
-                status = b"picked" if picked is not None else b"unqueued"
+        timers: dict[tuple[int, int], float] = {}
+        for r, p in zip(runs, probes, strict=True):
             current = self.state.running.get(r.trial)
             if current is None or current.attempt != r.attempt:
                 continue
             key = (r.trial, r.attempt)
-            reason = self._lost_reason(r, status, bool(beating), now)
-            if reason is None:
-                alive.add(key)
+            job_id = self.keys.job_id(r.trial, r.attempt)
+            v = judge(
+                job_id,
+                current.worker,
+                p,
+                since=self._missing.get(key),
+                now=now,
+                heartbeat_ttl=self.opts.heartbeat_ttl,
+            )
+            if v.reason is None:
+                if v.since is not None:
+                    timers[key] = v.since
                 continue
-            self.declare_lost(r, reason)
-        self._missing = {k: v for k, v in self._missing.items() if k in alive}
-
-    def _lost_reason(self, r: Run, status: bytes | None, beating: bool, now: float) -> str | None:
-        job_id = self.keys.job_id(r.trial, r.attempt)
-        if status is None:
-            return f"RQ job {job_id} is gone"
-        if status in _ALIVE:
-            self._missing.pop((r.trial, r.attempt), None)
-            return None
-        if status == b"unqueued":
-            return f"RQ job {job_id} is queued but in no queue (its queue was lost)"
-        if status == b"picked":
-            since = self._missing.setdefault((r.trial, r.attempt), now)
-            if now - since < self.opts.heartbeat_ttl:
-                return None  # a worker took it and is about to start it
-            return f"RQ job {job_id} was taken by a worker that never started it"
-        if status == b"started":
-            if beating:
-                self._missing.pop((r.trial, r.attempt), None)
-                return None
-            since = self._missing.setdefault((r.trial, r.attempt), now)
-            if now - since < min(2.0, self.opts.heartbeat_ttl):
-                return None  # just started: the first beat may still be on its way
-            return f"worker {r.worker or '?'} stopped heartbeating (no beat for {self.opts.heartbeat_ttl:g}s)"
-        detail = ""
-        if status == b"failed":
-            detail = self._failure_detail(job_id)
-        return f"RQ job {job_id} ended {status.decode(errors='replace')} without reporting" + detail
+            reason = v.reason + (self._failure_detail(job_id) if p.status == "failed" else "")
+            self.declare_lost(current, reason)
+        self._missing = timers
 
     def _failure_detail(self, job_id: str) -> str:
         try:
-            job = Job.fetch(job_id, connection=self.client, serializer="workers.serializer.MsgpackSerializer")
+            job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
             result = job.latest_result()
             text = (result.exc_string or "") if result is not None else ""
         except Exception:  # the detail is a courtesy; never let it stop the controller
@@ -397,56 +400,57 @@ class Controller:
         last = [line for line in text.strip().splitlines() if line.strip()]
         return f": {last[-1].strip()[:300]}" if last else ""
 
-    def declare_lost(self, r: Run, reason: str) -> None:
-        """Append ``TrialFailed(kind="lost")`` for a run (if it is still running)."""
+    def declare_lost(self, r: Run, reason: str) -> bool:
+        """Append ``TrialFailed(kind="lost")`` for a run, if it is still running."""
         event = TrialFailed(r.trial, r.attempt, "lost", reason, r.worker or "", self.clock())
-        while True:
+
+        def decide() -> Decision | None:
             current = self.state.running.get(r.trial)
-            if current is None or current.attempt != r.attempt:
-                return
-            if self._append(event):
-                log.warning("trial %d attempt %d lost: %s", r.trial, r.attempt, reason)
-                self._missing.pop((r.trial, r.attempt), None)
-                return
-            self.catch_up()
+            return (event, None) if current is not None and current.attempt == r.attempt else None
+
+        if self.commit(decide):
+            log.warning("trial %d attempt %d lost: %s", r.trial, r.attempt, reason)
+            return True
+        return False
 
     # -- the loop -----------------------------------------------------------------------------
+    def _next_submission(self) -> Decision | None:
+        st = self.state.strategy
+        assert st is not None
+        if not may_submit(self.state, self.live_workers() + st.prefetch):
+            return None
+        p = propose(self.state)
+        if p is None:
+            return None
+        return TrialSubmitted(p.trial, p.attempt, p.config, p.parent, p.phase, p.note, self.clock()), p
+
     def submit_ready(self) -> int:
         """Submit proposals while there is capacity; return how many were submitted."""
         n = 0
-        while not self.stop_event.is_set():
-            st = self.state.strategy
-            assert st is not None
-            if not may_submit(self.state, self.live_workers() + st.prefetch):
-                return n
-            p = propose(self.state)
-            if p is None:
-                return n
-            event = TrialSubmitted(p.trial, p.attempt, p.config, p.parent, p.phase, p.note, self.clock())
-            if self._append(event, p):
-                n += 1
-            else:
-                self.catch_up()
+        while self.commit(self._next_submission):
+            n += 1
         return n
 
     def finish_if_due(self) -> bool:
-        """Append ``ExperimentFinished`` when the state says the experiment is over."""
-        b = self.state
-        if b.finished is not None:
-            return True
-        status = status_of(b)
-        if status not in ("completed", "failed"):
-            return False
-        while self._finished() is None:
-            if not self._append(ExperimentFinished(status, finish_reason(b), self.clock())):
-                self.catch_up()
-        return True
+        """Append ``ExperimentFinished`` when the state says the experiment is over; True when
+        the experiment is finished (now or before)."""
+
+        def decide() -> Decision | None:
+            b = self.state
+            status = status_of(b)
+            if b.finished is not None or status not in ("completed", "failed"):
+                return None
+            return ExperimentFinished(status, finish_reason(b), self.clock()), None
+
+        self.commit(decide)
+        return self.state.finished is not None
 
     def step(self) -> bool:
         """One round: renew, check runs, submit, then block for new events. True when finished."""
-        self.renew()
+        self.lease.renew()
         now = time.monotonic()
         if now - self._checked >= self.opts.check_interval:
+            self.verify_log()
             self.check_runs()
             self._checked = now
         if self.finish_if_due():
@@ -466,8 +470,8 @@ class Controller:
 
     def run(self) -> State:
         """Run the experiment until it finishes or :meth:`stop` is called; return the state."""
-        backoff = 0.1
         opened = broken = False
+        failures = 0
         try:
             while not self.stop_event.is_set():
                 try:
@@ -481,35 +485,31 @@ class Controller:
                         broken = False
                     if self.step():
                         break
-                    backoff = 0.1
+                    failures = 0
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    log.warning("Redis unreachable (%s); retrying in %.1fs", exc, backoff)
+                    # retry promptly: PING is cheap, and every second waited after Redis is back
+                    # is a second of idle workers
+                    delay = _RECONNECT_BACKOFF[min(failures, len(_RECONNECT_BACKOFF) - 1)]
+                    if failures == 0:
+                        log.warning(
+                            "Redis unreachable (%s); retrying every %.2fs", exc, _RECONNECT_BACKOFF[-1]
+                        )
+                    failures += 1
                     broken = True
-                    if self.stop_event.wait(backoff):
+                    if self.stop_event.wait(delay):
                         break
-                    backoff = min(backoff * 2, 5.0)
         finally:
-            self.release()
+            self.lease.release()
         return self.state.freeze()
 
     def _recover(self) -> None:
         """After Redis came back: make sure the lease is still ours, then replay from scratch
-        (a restarted Redis may have lost its last second of writes)."""
+        (a restarted Redis may have lost its last second of writes). Timers of suspicious runs
+        start again: a run must not be declared lost for time Redis was away."""
         self.client.ping()
-        holder = self.client.get(self.keys.lease)
-        if holder is None:
-            ok = self.client.set(
-                self.keys.lease, self.lease_value or b"", nx=True, px=int(self.opts.lease_ttl * 1000)
-            )
-            if not ok:
-                raise LeaseLostError(
-                    f"lost the lease on experiment {self.experiment.name!r} while Redis was away"
-                )
-        elif holder != self.lease_value:
-            raise LeaseLostError(
-                f"lost the lease on experiment {self.experiment.name!r} while Redis was away"
-            )
-        self.renew(force=True)
+        self.lease.reclaim()
+        self._missing.clear()
+        self._workers_cache = (0.0, 0)
         self.replay()
         log.info("Redis is back; replayed %d events", self.state.events)
 

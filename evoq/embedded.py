@@ -3,7 +3,7 @@
 An in-process fakeredis server stands in for Redis; RQ ``SimpleWorker`` threads (with evoq's
 serializer and job class) stand in for ``rq worker`` processes; the controller is the same
 :class:`~evoq.controller.Controller`. Because fakeredis keeps nothing, every entry the controller
-folds is also appended, in stream order, to a local :class:`~evoq.log.FileLog`; a later run loads
+folds is also appended, in stream order, to a local :class:`~evoq.filelog.FileLog`; a later run loads
 that file back into the stream, so it resumes where the last one stopped, and
 ``export``/``replay``/``plot`` work on it. Runs that were in flight when the process died have no
 job in the new server: the controller declares them lost and runs them again.
@@ -11,9 +11,12 @@ job in the new server: the controller declares them lost and runs them again.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,11 @@ from rq import Queue
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
-from .keys import DEFAULT_QUEUE, STREAM_FIELD, Keys
-from .log import FileLog
-
-SERIALIZER = "workers.serializer.MsgpackSerializer"
-JOB_CLASS = "workers.job.EvoqJob"
+from .controller import JOB_CLASS, SERIALIZER
+from .filelog import FileLog, TornTailWarning
+from .keys import DEFAULT_QUEUE, Keys
+from .redislog import RedisLog
+from .sources import embedded_log_path
 
 
 class ThreadWorker(SimpleWorker):
@@ -36,11 +39,6 @@ class ThreadWorker(SimpleWorker):
 
     def _install_signal_handlers(self) -> None:
         pass
-
-
-def log_path(directory: str | Path, name: str) -> Path:
-    """Where the embedded runtime keeps experiment ``name``'s log."""
-    return Path(directory) / f"{name}.evoqlog"
 
 
 class FileMirror:
@@ -76,23 +74,15 @@ class Embedded:
 
     def load(self, keys: Keys, file: FileLog) -> int:
         """Copy ``file``'s records into the experiment's stream; return how many."""
-        client = self.client()
+        log = RedisLog(self.client(), keys)
         n = 0
         batch: list[bytes] = []
         for _, data in file.read():
             batch.append(data)
             if len(batch) >= 1000:
-                n += self._xadd(client, keys, batch)
+                n += len(log.append(batch))
                 batch = []
-        return n + self._xadd(client, keys, batch)
-
-    @staticmethod
-    def _xadd(client: Any, keys: Keys, records: list[bytes]) -> int:
-        pipe = client.pipeline(transaction=False)
-        for r in records:
-            pipe.xadd(keys.stream, {STREAM_FIELD: r})
-        pipe.execute()
-        return len(records)
+        return n + len(log.append(batch))
 
     def start_workers(self) -> None:
         """Start the worker threads (daemons: they end with the process)."""
@@ -123,3 +113,49 @@ def embedded(workers: int, *, queue: str = DEFAULT_QUEUE) -> Iterator[Embedded]:
         yield env
     finally:
         env.stop_workers()
+
+
+@dataclass
+class EmbeddedRun:
+    """An embedded experiment ready for its controller: a loaded stream, running worker threads
+    and the mirror that keeps the log file in step with the stream."""
+
+    env: Embedded
+    path: Path
+    mirror: FileMirror
+    loaded: int
+
+    def client(self) -> Any:
+        """A client of the in-process Redis."""
+        return self.env.client()
+
+
+@contextmanager
+def embedded_run(
+    name: str,
+    *,
+    workers: int,
+    queue: str,
+    log_dir: str | Path,
+    allow: Sequence[str],
+    notify: Callable[[str], None],
+) -> Iterator[EmbeddedRun]:
+    """Load experiment ``name``'s log file into an in-process Redis and start ``workers`` worker
+    threads allowed to run ``allow``; ``notify`` receives one-line messages for the user.
+
+    Raises:
+        CodecError: the log file is damaged (the message names the offset).
+    """
+    path = embedded_log_path(log_dir, name)
+    file = FileLog(path)
+    os.environ["EVOQ_ALLOW"] = ",".join(allow)  # worker threads read their allowlist from here
+    with embedded(workers, queue=queue) as env:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TornTailWarning)
+            loaded = env.load(Keys(name), file)
+        for w in caught:
+            notify(f"warning: {w.message}")
+        if loaded:
+            notify(f"resuming from {loaded} logged events")
+        env.start_workers()
+        yield EmbeddedRun(env, path, FileMirror(file, skip=loaded), loaded)

@@ -8,10 +8,12 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .errors import EvoqError
+
 _PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-class TrialLoadError(ValueError):
+class TrialLoadError(EvoqError, ValueError):
     """The trial path is malformed, does not import, or is not allowed."""
 
 

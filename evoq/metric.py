@@ -7,8 +7,10 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import EvoqError
 
-class InvalidMetricError(ValueError):
+
+class InvalidMetricError(EvoqError, ValueError):
     """A trial returned something that is not a usable metric; the message says what."""
 
 

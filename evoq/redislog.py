@@ -1,4 +1,9 @@
-"""The Redis Stream backend of the event log: one stream per experiment, never trimmed."""
+"""The Redis Stream backend of the event log: one stream per experiment, never trimmed.
+
+:meth:`RedisLog.append` is the only place in evoq that XADDs to an event stream — the
+controller (inside its commit transaction, with ``pipeline=``), the workers' trial runner and the
+embedded runtime all go through it — and it refuses records over the size limit.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,14 @@ from typing import Any
 
 import redis
 
-from .codec import CorruptRecordError
+from .codec import MAX_RECORD_BYTES, CorruptRecordError
 from .keys import STREAM_FIELD, Keys
 
 _BATCH = 10_000
 
 
-def _id(raw: Any) -> str:
+def stream_id(raw: Any) -> str:
+    """A stream id as text (redis-py answers bytes or str)."""
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
@@ -28,27 +34,49 @@ class RedisLog:
         self.keys = keys
         self.stream = keys.stream
 
-    def append(self, records: Sequence[bytes]) -> list[str]:
-        """XADD the records in one MULTI/EXEC; return their stream ids."""
+    def append(self, records: Sequence[bytes], *, pipeline: Any = None) -> list[str]:
+        """XADD the records; return their stream ids.
+
+        Without ``pipeline``: one XADD (atomic by itself), or one MULTI/EXEC for several.
+        With ``pipeline``: the XADDs are queued on it and ``[]`` is returned; their ids are in the
+        pipeline's ``execute()`` answer.
+
+        Raises:
+            CorruptRecordError: a record is empty or over :data:`~evoq.codec.MAX_RECORD_BYTES`.
+        """
+        for r in records:
+            if not r or len(r) > MAX_RECORD_BYTES:
+                raise CorruptRecordError(
+                    f"refusing to append a record of {len(r)} bytes (1 to {MAX_RECORD_BYTES})"
+                )
+        if pipeline is not None:
+            for r in records:
+                pipeline.xadd(self.stream, {STREAM_FIELD: r})
+            return []
         if not records:
             return []
-        if len(records) == 1:  # a single XADD is atomic by itself: no MULTI/EXEC round trip
-            return [_id(self.client.xadd(self.stream, {STREAM_FIELD: records[0]}))]
+        if len(records) == 1:
+            return [stream_id(self.client.xadd(self.stream, {STREAM_FIELD: records[0]}))]
         pipe = self.client.pipeline(transaction=True)
         for r in records:
             pipe.xadd(self.stream, {STREAM_FIELD: r})
-        return [_id(x) for x in pipe.execute()]
+        return [stream_id(x) for x in pipe.execute()]
 
-    def read(self, after: str | None = None) -> Iterator[tuple[str, bytes]]:
-        """Yield ``(id, record)`` after ``after``, in batches of XRANGE."""
+    def read_batches(self, after: str | None = None) -> Iterator[list[tuple[str, bytes]]]:
+        """Yield lists of ``(id, record)`` after ``after``, one XRANGE of up to 10,000 each."""
         start = "-" if after is None else f"({after}"
         while True:
             entries: Any = self.client.xrange(self.stream, min=start, max="+", count=_BATCH)
-            for raw_id, fields in entries:
-                yield _id(raw_id), _record(fields, raw_id)
+            if entries:
+                yield [(stream_id(raw_id), _record(fields, raw_id)) for raw_id, fields in entries]
             if len(entries) < _BATCH:
                 return
-            start = f"({_id(entries[-1][0])}"
+            start = f"({stream_id(entries[-1][0])}"
+
+    def read(self, after: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Yield ``(id, record)`` after ``after``."""
+        for batch in self.read_batches(after):
+            yield from batch
 
     def wait(self, after: str | None, timeout_ms: int) -> list[tuple[str, bytes]]:
         """Block up to ``timeout_ms`` for records after ``after`` (XREAD BLOCK); [] on timeout."""
@@ -57,12 +85,12 @@ class RedisLog:
             return []
         # RESP2 answers [[stream, entries]], RESP3 {stream: [entries]}
         entries = next(iter(result.values()))[0] if isinstance(result, dict) else result[0][1]
-        return [(_id(i), _record(f, i)) for i, f in entries]
+        return [(stream_id(i), _record(f, i)) for i, f in entries]
 
     def last_id(self) -> str | None:
         """The id of the last record, or None for an empty stream."""
         last: Any = self.client.xrevrange(self.stream, count=1)
-        return _id(last[0][0]) if last else None
+        return stream_id(last[0][0]) if last else None
 
 
 def _record(fields: Any, raw_id: Any) -> bytes:
@@ -70,6 +98,6 @@ def _record(fields: Any, raw_id: Any) -> bytes:
     if not isinstance(data, bytes):
         raise CorruptRecordError(
             f"stream entry has no {STREAM_FIELD.decode()!r} field (fields: {sorted(map(str, fields))})",
-            offset=_id(raw_id),
+            offset=stream_id(raw_id),
         )
     return data

@@ -36,6 +36,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from .codec import _FAST_CHECKS, TAGS, check_record, to_record
+from .errors import EvoqError
 from .events import (
     INFRA_FAILURES,
     Event,
@@ -50,7 +51,7 @@ from .space import Config, ConfigKey, SearchSpace
 from .strategy import Strategy
 
 
-class InvalidLogError(ValueError):
+class InvalidLogError(EvoqError, ValueError):
     """The events do not form a valid experiment log (e.g. no ``ExperimentCreated`` first)."""
 
 

@@ -26,6 +26,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from .errors import EvoqError
+
 Value: TypeAlias = Any
 """A parameter value: None, bool, int, float, str, or a tuple of those (msgpack-carriable)."""
 
@@ -37,7 +39,7 @@ _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _DIFFERENT_TRIES = 64
 
 
-class SpaceError(ValueError):
+class SpaceError(EvoqError, ValueError):
     """A search space (or a config checked against it) is invalid; the message names the parameter."""
 
 

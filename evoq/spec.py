@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import EvoqError
 from .events import ExperimentCreated
 from .keys import check_name
 from .loader import TrialLoadError, check_path
@@ -38,7 +39,7 @@ from .strategy import Strategy
 TOP_KEYS = ("name", "trial", "seed", "strategy", "space")
 
 
-class SpecError(ValueError):
+class SpecError(EvoqError, ValueError):
     """A spec file or value is invalid; the message names the file and key."""
 
 

@@ -33,7 +33,8 @@ import msgpack
 
 from evoq.codec import encode
 from evoq.events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
-from evoq.log import FileLog, replay_log
+from evoq.filelog import FileLog
+from evoq.log import replay_log
 from evoq.proposal import propose
 from evoq.reducer import StateBuilder
 from evoq.strategy import Strategy

@@ -66,16 +66,17 @@ import msgpack
 import redis
 from rq import Queue
 
-from evoq.cli import worker_command
 from evoq.codec import decode
 from evoq.controller import Controller, ControllerOptions
 from evoq.events import TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
+from evoq.filelog import FileLog
 from evoq.keys import STREAM_FIELD, Keys
-from evoq.localredis import LocalRedis
-from evoq.log import FileLog, read_records, replay_log
+from evoq.log import read_records, replay_log
 from evoq.redislog import RedisLog
 from evoq.reducer import StateBuilder
 from evoq.spec import Spec, parse_spec
+from evoq.testing import LocalRedis
+from workers.launch import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SERIALIZER = "workers.serializer.MsgpackSerializer"
@@ -104,7 +105,7 @@ def proc_cpu(pid: int) -> float:
 
 
 class RedisServer(LocalRedis):
-    """The benchmark's redis-server (see :class:`evoq.localredis.LocalRedis`), with its CPU time."""
+    """The benchmark's redis-server (see :class:`evoq.testing.LocalRedis`), with its CPU time."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory, binary=shutil.which("redis-server") or "/usr/bin/redis-server")
@@ -139,11 +140,18 @@ class WorkerPool:
             cmd = worker_command(
                 server.url, (queue,), worker_class=worker_class, monitoring=5, name=f"{queue}-{i}-{stamp}"
             )
+            argv = cmd.argv
             if not evoq_jobs:
-                j = cmd.index("--job-class")
-                del cmd[j : j + 2]
+                j = argv.index("--job-class")
+                del argv[j : j + 2]
             self.procs.append(
-                subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    argv,
+                    cwd=ROOT,
+                    env=cmd.full_env(env),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
         client = server.client()
         deadline = time.monotonic() + 60

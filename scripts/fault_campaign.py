@@ -24,7 +24,7 @@ When the controller has exited 0, the workers are stopped, the log is exported w
 
 * the experiment finished ``completed`` and results == cycles, no run in flight, every accepted
   submission has exactly one terminal event that counted, attempts 0..n with one config
-  (:func:`evoq.invariants.check_invariants`);
+  (:func:`evoq.audit.check_invariants`);
 * the last controller's ``--json`` state equals the replay of the log prefix it had read (its
   ``events`` count), that prefix includes ``experiment_finished``, and the replay of the whole
   log differs from it at most in ``events`` (what was appended after its last read, e.g. late
@@ -58,7 +58,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -76,8 +75,7 @@ from typing import Any
 
 import redis
 
-from evoq.audit import audit_file
-from evoq.cli import worker_command
+from evoq.audit import accepted_submissions, audit_file, check_invariants, counted_terminals
 from evoq.codec import decode
 from evoq.events import (
     INFRA_FAILURES,
@@ -88,11 +86,14 @@ from evoq.events import (
     TrialSubmitted,
 )
 from evoq.examples.chaos import EXPECTED_FAILURE
+from evoq.filelog import FileLog
 from evoq.keys import STREAM_FIELD, Keys
-from evoq.log import FileLog, read_events
+from evoq.log import read_events
 from evoq.reducer import StateBuilder, replay
 from evoq.report import summary
 from evoq.strategy import Strategy
+from evoq.testing import LocalRedis
+from workers.launch import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG_VAR = "EVOQ_CAMPAIGN_TAG"
@@ -117,14 +118,6 @@ TRIAL_TIMEOUT = 2
 
 
 # -- processes ------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def tagged_pids(prefix: str) -> list[int]:
     """Pids of the processes whose environment carries ``TAG_VAR=prefix...``."""
     needle = f"{TAG_VAR}={prefix}".encode()
@@ -176,83 +169,6 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
-
-
-class RedisServer:
-    """A redis-server on a loopback port, AOF on (everysec), data kept in ``directory``."""
-
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.directory = directory
-        self.env = env
-        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        for attempt in range(5):  # another schedule may grab the port between probe and bind
-            self.port = free_port()
-            try:
-                self.start()
-                break
-            except RuntimeError:
-                if attempt == 4:
-                    raise
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server (on the same port and data) and wait until it answers PING."""
-        self.starts += 1
-        log = open(self.directory / f"redis-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode} (port {self.port})")
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not answer in time") from None
-                time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop it with ``sig`` and wait (SIGKILL after 20 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def client(self) -> redis.Redis:
-        """A new client (bytes, short timeouts)."""
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=2)
 
 
 @dataclass
@@ -344,7 +260,7 @@ class Schedule:
         self.env["EVOQ_ALLOW"] = "evoq.examples.*"
         self.env[TAG_VAR] = self.tag
         self.env.pop("REDIS_URL", None)
-        self.server: RedisServer | None = None
+        self.server: LocalRedis | None = None
         self.workers: list[Managed | None] = []
         self.next_start: list[float] = []
         self.controller: Managed | None = None
@@ -352,12 +268,14 @@ class Schedule:
         self.last_json: dict[str, Any] | None = None
 
     # -- process management ----------------------------------------------------------------
-    def _spawn(self, kind: str, cmd: list[str]) -> Managed:
+    def _spawn(self, kind: str, cmd: list[str], env: dict[str, str] | None = None) -> Managed:
         self.counter[kind] += 1
         name = f"s{self.seed}-{kind}{self.counter[kind]}"
         out, err = self.dir / f"{name}.out", self.dir / f"{name}.err"
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=fo, stderr=fe, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**self.env, **(env or {})}, stdout=fo, stderr=fe, start_new_session=True
+            )
         return Managed(kind, name, proc, out, err)
 
     def start_worker(self, slot: int) -> None:
@@ -367,7 +285,7 @@ class Schedule:
         cmd = worker_command(
             self.server.url, (QUEUE,), worker_class="rq.worker.Worker", monitoring=1, name=name
         )
-        self.workers[slot] = self._spawn("w", cmd)
+        self.workers[slot] = self._spawn("w", cmd.argv, cmd.env)
         self.next_start[slot] = time.monotonic() + 0.5
 
     def start_controller(self) -> None:
@@ -479,7 +397,7 @@ class Schedule:
         res.on_failure = rng.choice(["worst", "ignore"])
         plan = plan_faults(rng)
         write_spec(self.dir / "spec.toml", self.name, self.seed, res.cycles, res.on_failure)
-        self.server = RedisServer(self.dir, self.env)
+        self.server = LocalRedis(self.dir, env=self.env, own_session=True)
         self.workers = [None] * res.workers
         self.next_start = [0.0] * res.workers
         for slot in range(res.workers):
@@ -710,31 +628,8 @@ def _fault_json(f: Fault) -> dict[str, Any]:
 
 
 # -- log checks (pure) ----------------------------------------------------------------------------
-def accepted_submissions(events: list[Event]) -> list[TrialSubmitted]:
-    """The submissions the reducer accepted (duplicates and foreign ones left out)."""
-    b = StateBuilder()
-    return [e for e in events if b.add_judged(e) and isinstance(e, TrialSubmitted)]
-
-
-def counted_terminals(events: list[Event]) -> list[tuple[int, TrialCompleted | TrialFailed, TrialSubmitted]]:
-    """``(index, terminal event, its submission)`` for every terminal event that counted."""
-    b = StateBuilder()
-    subs: dict[tuple[int, int], TrialSubmitted] = {}
-    out = []
-    for n, e in enumerate(events):
-        if not b.add_judged(e):
-            continue
-        if isinstance(e, TrialSubmitted):
-            subs[(e.trial, e.attempt)] = e
-        elif isinstance(e, TrialCompleted | TrialFailed):
-            out.append((n, e, subs[(e.trial, e.attempt)]))
-    return out
-
-
 def check_log(events: list[Event], final: dict[str, Any] | None) -> list[str]:
     """Every check that needs only the exported log (and the last controller's JSON)."""
-    from evoq.invariants import check_invariants
-
     violations = [f"invariant: {v}" for v in check_invariants(events)]
     finish = [n for n, e in enumerate(events) if isinstance(e, ExperimentFinished)]
     if not finish:

@@ -26,7 +26,8 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evoq.codec import CodecError, decode, encode
-from evoq.log import FileLog, TornTailWarning, replay_log
+from evoq.filelog import FileLog, TornTailWarning
+from evoq.log import replay_log
 from evoq.reducer import InvalidLogError
 from evoq.strategy import Strategy
 from tests.sim import simulate

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evoq.codec import SCHEMA_VERSION, encode
-from evoq.log import MAGIC, FileLog, replay_log
+from evoq.filelog import MAGIC, FileLog
+from evoq.log import replay_log
 from evoq.report import summary
 from evoq.strategy import Strategy
 from tests.sim import simulate

@@ -18,11 +18,12 @@ from rq.job import Job
 # CPU per job measured by scripts/bench_system.py). The user's trial module is still imported only
 # in the horse: nothing touches CUDA before the fork.
 import workers.trial  # noqa: F401
+from evoq.errors import EvoqError
 
 ALLOWED_FUNCTIONS = frozenset({"workers.trial.run_trial"})
 
 
-class RefusedJobError(Exception):
+class RefusedJobError(EvoqError):
     """The job names code this worker will not run."""
 
 

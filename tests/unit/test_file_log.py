@@ -6,7 +6,8 @@ import pytest
 
 from evoq.codec import CorruptRecordError, encode
 from evoq.events import TrialStarted
-from evoq.log import MAGIC, FileLog, TornTailWarning, read_events
+from evoq.filelog import MAGIC, FileLog, TornTailWarning
+from evoq.log import read_events
 
 
 def fill(path, n=10):

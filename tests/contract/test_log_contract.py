@@ -1,14 +1,21 @@
-"""The contract every event-log backend must pass (memory, file; Redis in test_redis_log.py)."""
+"""The contract every event-log backend must pass: memory, file, fakeredis and a real Redis."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 
-from evoq.log import EventLog, FileLog, MemoryLog
+from evoq.filelog import FileLog
+from evoq.keys import Keys
+from evoq.log import EventLog, MemoryLog
+from evoq.redislog import RedisLog
+
+from ..cluster import RedisServer
 
 Factory = Callable[[], EventLog]
 
@@ -21,12 +28,29 @@ def file_factory(tmp_path: Path) -> Factory:
     return lambda: FileLog(tmp_path / "log.evoqlog")
 
 
-BACKENDS: dict[str, Callable[[Path], Factory]] = {"memory": memory_factory, "file": file_factory}
+def redis_factory(client: object) -> Factory:
+    prefix = uuid.uuid4().hex[:12]  # a real server is shared by the module's tests
+    names = iter(f"contract-{prefix}-{i}" for i in range(10_000))
+    return lambda: RedisLog(client, Keys(next(names)))  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(scope="module")
+def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "file", "fakeredis", "redis"])
 def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    yield BACKENDS[request.param](tmp_path)
+    if request.param == "memory":
+        yield memory_factory(tmp_path)
+    elif request.param == "file":
+        yield file_factory(tmp_path)
+    elif request.param == "fakeredis":
+        yield redis_factory(fakeredis.FakeRedis())
+    else:
+        yield redis_factory(request.getfixturevalue("real_redis").client())
 
 
 def contract_tests(make_log: Factory) -> None:

@@ -6,33 +6,17 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from evoq.invariants import check_invariants
-from evoq.localredis import free_port
-from evoq.log import FileLog, read_events
+from evoq.audit import check_invariants
+from evoq.filelog import FileLog
+from evoq.log import read_events
+from evoq.testing import free_port
 
-from .cluster import RedisServer, wait_for, worker_env, write_spec
+from ..cluster import RedisServer, evoq, one_line_error, wait_for, worker_env, write_spec
 
 SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
-
-
-def evoq(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "evoq.cli", *args],
-        cwd=cwd, env=worker_env(**env), capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error")]
-    assert len(lines) == 1, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 STATE_KEYS = {"name", "status", "reason", "completed", "results", "cycles", "failed", "failed_by_kind",

@@ -1,4 +1,5 @@
-"""The log contract on Redis Streams: a real redis-server, and fakeredis for speed."""
+"""What only the Redis Stream log does: paging, blocking waits, foreign entries, key names, the
+one size limit for records."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from evoq.keys import Keys
 from evoq.log import read_events
 from evoq.redislog import RedisLog
 
-from .cluster import RedisServer
-from .test_log_contract import contract_tests
+from ..cluster import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +20,6 @@ def real_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
-
-
-def test_contract_on_real_redis(real_server):
-    client = real_server.client()
-    names = iter(f"contract{i}" for i in range(100))
-    contract_tests(lambda: RedisLog(client, Keys(next(names))))
-
-
-def test_contract_on_fakeredis():
-    client = fakeredis.FakeRedis()
-    names = iter(f"contract{i}" for i in range(100))
-    contract_tests(lambda: RedisLog(client, Keys(next(names))))
 
 
 def test_reads_page_through_long_streams(real_server):
@@ -65,3 +53,14 @@ def test_keys_are_hash_tagged_and_names_checked():
     assert k.job_id(3, 1) == "evoq-digits-3-1"
     with pytest.raises(ValueError, match="invalid"):
         Keys("has space")
+
+
+def test_records_over_the_size_limit_are_refused_by_the_writer():
+    from evoq.codec import MAX_RECORD_BYTES
+
+    log = RedisLog(fakeredis.FakeRedis(), Keys("big"))
+    with pytest.raises(CorruptRecordError, match="refusing"):
+        log.append([b"x" * (MAX_RECORD_BYTES + 1)])
+    with pytest.raises(CorruptRecordError):
+        log.append([b""])
+    assert list(log.read()) == []

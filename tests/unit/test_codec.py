@@ -18,12 +18,13 @@ from evoq.codec import (
     encode,
 )
 from evoq.events import TrialCompleted, TrialSubmitted
-from evoq.log import FileLog, replay_log
+from evoq.filelog import FileLog
+from evoq.log import replay_log
 from evoq.report import summary
 
-from .strategies import events
+from ..strategies import events
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 
 
 def same(a, b):
@@ -132,6 +133,6 @@ def test_golden_logs_replay_to_their_recorded_state(stem):
 
 
 def test_golden_log_for_current_versions_exists():
-    from evoq.log import MAGIC
+    from evoq.filelog import MAGIC
 
     assert (GOLDEN / f"schema{codec.SCHEMA_VERSION}-file{MAGIC[-1:].decode()}.evoqlog").exists()

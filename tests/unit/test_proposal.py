@@ -10,8 +10,8 @@ from evoq.reducer import StateBuilder, replay
 from evoq.space import SearchSpace
 from evoq.strategy import Strategy
 
-from .nni_reference import NNIRegularizedEvolution
-from .sim import created, objective, simulate
+from ..nni_reference import NNIRegularizedEvolution
+from ..sim import created, objective, simulate
 
 NB201 = {f"edge{i}": ["none", "skip", "conv1x1", "conv3x3", "pool"] for i in range(6)}
 

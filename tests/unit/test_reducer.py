@@ -11,7 +11,7 @@ from evoq.events import ExperimentFinished, TrialCompleted, TrialFailed, TrialSt
 from evoq.reducer import InvalidLogError, State, StateBuilder, apply, replay
 from evoq.strategy import Strategy
 
-from .sim import created, simulate
+from ..sim import created, simulate
 
 strategies = st.builds(
     lambda p, s, mode, fail, attempts: Strategy(

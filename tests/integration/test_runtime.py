@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from evoq.audit import audit_entries
+from evoq.audit import audit_entries, check_invariants
 from evoq.events import ExperimentFinished, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
-from evoq.invariants import check_invariants
 from evoq.keys import Keys
 from evoq.redislog import RedisLog
 from evoq.reducer import replay
 from evoq.report import summary
 
-from .cluster import RedisServer, Worker, controller, stream_events, wait_for, write_spec
+from ..cluster import RedisServer, Worker, controller, stream_events, wait_for, write_spec
 
 SPACE = "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3, 4, 5, 6, 7]"
 

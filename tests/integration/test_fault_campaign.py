@@ -16,7 +16,9 @@ import pytest
 
 from evoq.examples.chaos import EXPECTED_FAILURE, ChaosError, trial
 
-from .cluster import ROOT, redis_binary
+from ..cluster import ROOT, redis_binary
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "fault_campaign.py"
 

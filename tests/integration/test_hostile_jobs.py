@@ -9,7 +9,7 @@ import pytest
 from rq import Callback, Queue
 from rq.job import Job, JobStatus
 
-from .cluster import RedisServer, Worker, wait_for
+from ..cluster import RedisServer, Worker, wait_for
 
 SERIALIZER = "workers.serializer.MsgpackSerializer"
 
