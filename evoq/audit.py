@@ -51,7 +51,7 @@ class Finding:
 
     record: int
     position: Any
-    kind: str  # corrupt | schema | decision | terminal | finish | truncated | head
+    kind: str  # corrupt | schema | rejected | decision | terminal | finish | truncated | head | empty
     message: str
     trial: int | None = None
     field: str | None = None
@@ -69,6 +69,7 @@ class AuditReport:
     decisions_checked: int = 0
     ignored_submissions: int = 0
     ignored_terminal: int = 0
+    rejected: int = 0
     status: str | None = None
     findings: list[Finding] = field(default_factory=list)
 
@@ -97,11 +98,16 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
     pos: Any = None
     try:
         for n, (pos, raw) in enumerate(unpack_records(entries)):
-            rec = check_record(raw, offset=pos)
-            tag = rec[0]
+            try:
+                rec: tuple[Any, ...] | None = check_record(raw, offset=pos)
+            except CodecError:
+                rec = None
+            tag = rec[0] if rec is not None and b.experiment is not None else None
+            rejected = b.rejected
             if tag == "trial_submitted":
+                assert rec is not None
                 e = TrialSubmitted(*rec[2:])
-                due = propose(b) if b.experiment is not None else None
+                due = propose(b)
                 before = b.running.get(e.trial)
                 b.add_records([(pos, rec)])
                 run = b.running.get(e.trial)
@@ -115,6 +121,7 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
                     rep.findings.append(finding)
                     return rep
             elif tag in ("trial_completed", "trial_failed"):
+                assert rec is not None
                 t: TrialCompleted | TrialFailed = (
                     TrialCompleted if tag == "trial_completed" else TrialFailed
                 )(*rec[2:])
@@ -134,6 +141,7 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
                 if before is None or before.attempt != t.attempt:
                     rep.ignored_terminal += 1
             elif tag == "experiment_finished":
+                assert rec is not None
                 f = ExperimentFinished(*rec[2:])
                 due_status = status_of(b) if b.finished is None else None
                 b.add_records([(pos, rec)])
@@ -150,7 +158,12 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
                     )
                     return rep
             else:
-                b.add_records([(pos, rec)])
+                b.add_records([(pos, rec if rec is not None else raw)])
+            if b.rejected != rejected and b.last_rejection is not None:
+                # the fold skipped it, as every controller did: report it and audit the rest
+                rep.rejected += 1
+                reason = b.last_rejection.reason
+                rep.findings.append(Finding(n, pos, "rejected", f"record rejected by the fold: {reason}"))
     except (CodecError, InvalidLogError) as exc:
         kind = "corrupt" if isinstance(exc, FrameError) else "schema"
         offset = getattr(exc, "offset", None)
@@ -158,6 +171,12 @@ def audit_entries(entries: Iterable[tuple[Any, bytes]], report: AuditReport | No
     finally:
         rep.records = n + 1
         rep.status = status_of(b) if b.experiment is not None else None
+    if b.experiment is None and not any(f.kind in ("corrupt", "schema") for f in rep.findings):
+        rep.findings.append(
+            Finding(
+                rep.records, None, "empty", "the log holds no experiment_created record: nothing to audit"
+            )
+        )
     return rep
 
 
@@ -197,6 +216,8 @@ def audit_file(path: str, *, expect_head: str | None = None) -> AuditReport:
         audit_entries(log.read(), rep)
     if any(f.kind == "corrupt" for f in rep.findings):
         rep.chain = "broken"
+    if log.torn_tail is not None and all(f.kind == "empty" for f in rep.findings):
+        rep.findings = []  # a log cut short at its first record: say where, not just "empty"
     if log.torn_tail is not None and not rep.findings:
         rep.findings.append(
             Finding(
@@ -224,7 +245,11 @@ def iter_events_until(
         if until is not None and n >= until:
             return
         if at is not None:
-            rec = check_record(raw, offset=pos)
+            try:
+                rec = check_record(raw, offset=pos)
+            except CodecError:
+                yield pos, raw  # no time stamp to read: the fold rejects it
+                continue
             if rec[-1] > at:
                 return
             yield pos, rec

@@ -1,16 +1,20 @@
-"""The ``evoq`` command line.
+"""The ``evoq`` command line: commands only (the work is done by the modules they call).
 
 Exit codes: 0 the experiment finished (or the command succeeded); 1 the experiment ended in
-failure (e.g. ``max_failures``); 2 usage errors and bad input (a one-line message, no
-traceback); 130 interrupted (Ctrl-C or SIGTERM: the run can be resumed).
+failure (e.g. ``max_failures``), or an audit found a problem; 2 usage errors and bad input (a
+one-line message, no traceback); 130 interrupted (Ctrl-C or SIGTERM: run the same command again
+to resume).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,15 +26,13 @@ import redis
 from workers.launch import WORKER_CLASSES, LocalWorkers, worker_command
 
 from . import __version__
-from .codec import CodecError
 from .controller import Controller, ControllerOptions
 from .errors import EvoqError
-from .events import Event
 from .filelog import FileLog
 from .keys import DEFAULT_QUEUE
-from .reducer import InvalidLogError, State, StateBuilder
-from .report import summary, top_trials, trial_rows
-from .sources import EMBEDDED_DIR, Source, connect, open_source
+from .reducer import State, StateBuilder
+from .report import TRIAL_COLUMNS, first_line, kinds_in_words, summary, top_trials, trial_rows
+from .sources import EMBEDDED_DIR, Loaded, connect, open_source
 from .spec import Spec, SpecError, load_spec
 
 
@@ -45,47 +47,102 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
-redis_url_option = click.option(
-    "--redis-url",
-    envvar="REDIS_URL",
-    help="Redis to use (default: $REDIS_URL; without one, `run` uses the embedded default).",
-)
+def redis_url_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--redis-url`` with help text saying what this command uses the Redis for."""
+    return click.option(
+        "--redis-url", envvar="REDIS_URL", metavar="URL", help=f"{what} (default: $REDIS_URL)."
+    )
+
+
+def log_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--log-dir",
+        type=click.Path(path_type=Path),
+        default=Path(EMBEDDED_DIR),
+        show_default=True,
+        help="Where embedded runs keep their logs.",
+    )(f)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of text.")(f)
 
 
 # -- output -------------------------------------------------------------------------------------
-def print_state(state: State, as_json: bool) -> None:
-    """Print a state: evoq's JSON shape, or a short human summary."""
+def state_lines(state: State, *, failures: int = 5) -> list[str]:
+    """A short human summary of a state (what ``status`` and ``run`` print)."""
     data = summary(state)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    click.echo(
+    lines = [
         f"experiment {data['name']}: {data['status']}" + (f" ({data['reason']})" if data["reason"] else "")
-    )
-    click.echo(
+    ]
+    lines.append(
         f"  results {data['results']}/{data['cycles']}  completed {data['completed']}  "
-        f"failed {data['failed']} {data['failed_by_kind'] or ''}  running {data['running']}"
+        f"failed {data['failed']}  running {data['running']}  (log: {data['events']} records)"
     )
+    if data["failed"]:
+        lines.append(f"  failures by kind: {kinds_in_words(data['failed_by_kind'])}")
     best = data["best"]
     if best:
-        click.echo(
-            f"  best: trial {best['trial']} metric {best['metric']:.6g} config {json.dumps(best['config'])}"
+        metric = "null" if best["metric"] is None else f"{best['metric']:.6g}"
+        lines.append(f"  best: trial {best['trial']} metric {metric} config {json.dumps(best['config'])}")
+    if data["in_flight"] and state.status == "running":
+        now = time.time()
+        where = [
+            f"{r['trial']}@{r['worker']} {now - r['started_at']:.0f}s"
+            if r["started_at"]
+            else f"{r['trial']} queued"
+            for r in data["in_flight"][:8]
+        ]
+        more = f" (+{len(data['in_flight']) - 8})" if len(data["in_flight"]) > 8 else ""
+        lines.append(f"  in flight: {', '.join(where)}{more}")
+    recent = data["failures"][-failures:] if failures else []
+    if recent:
+        lines.append("  recent failures (trial/attempt kind on worker: message):")
+        lines += [
+            f"    {f['trial']}/{f['attempt']} {f['kind']} on {f['worker'] or '?'}: {first_line(f['message'])}"
+            for f in recent
+        ]
+    if data["rejected"]:
+        r0 = data["rejections"][0]
+        lines.append(
+            f"  rejected records: {data['rejected']} skipped (first at {r0['position']}: {first_line(r0['reason'])})"
         )
+    return lines
+
+
+def print_state(state: State, as_json: bool) -> None:
+    """Print a state: evoq's JSON shape, or a short human summary."""
+    if as_json:
+        click.echo(json.dumps(summary(state), indent=2))
+    else:
+        click.echo("\n".join(state_lines(state)))
 
 
 def exit_code(state: State) -> int:
     """0 finished, 1 ended in failure, 130 not finished (interrupted)."""
-    status = state.status
-    return {"completed": 0, "failed": 1}.get(status, 130)
+    return {"completed": 0, "failed": 1}.get(state.status, 130)
+
+
+def load(source: str, redis_url: str | None, log_dir: Path) -> Loaded:
+    """Read ``source`` (NAME or FILE) in full; warnings about the log go to stderr."""
+    loaded = open_source(source, redis_url, log_dir).load()
+    for message in loaded.source.warnings:
+        click.echo(f"evoq: warning: {message}", err=True)
+    if loaded.state.experiment is None:
+        fail(f"{loaded.source.label} holds no readable experiment_created record")
+    return loaded
 
 
 # -- run ----------------------------------------------------------------------------------------
 @contextmanager
-def _signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the controller to stop cleanly (a second SIGINT aborts)."""
+def _signals(stop: Callable[[], None]) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM ask the controller to stop cleanly (a second SIGINT aborts); the list
+    yielded receives the signals seen."""
     previous: dict[signal.Signals, Any] = {}
+    seen: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
         stop()
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -93,46 +150,82 @@ def _signals(stop: Callable[[], None]) -> Iterator[None]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
     try:
-        yield
+        yield seen
     finally:
         for signum, h in previous.items():
             signal.signal(signum, h)
 
 
 class Progress:
-    """A live progress line on stderr (rich), updated after each controller round."""
+    """A live progress bar on stderr (rich), updated after each controller round, with an ETA
+    and a line for each new failure (kind, worker, first line of the message)."""
 
-    def __init__(self, spec: Spec, enabled: bool) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.cycles = spec.strategy.cycles
         self._progress: Any = None
         self._task: Any = None
+        self._failures = 0
+        self._printed_at = 0.0
+        self._skipped = 0
 
     def __enter__(self) -> Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("results", total=self.cycles, info="")
         return self
 
+    def _start(self, b: StateBuilder) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._progress.__enter__()
+        cycles = b.strategy.cycles if b.strategy else None
+        self._task = self._progress.add_task("results", total=cycles, completed=b.results, info="")
+        self._failures = len(b.recent_failures) and sum(b.failed.values())
+
     def __call__(self, b: StateBuilder) -> None:
-        if self._progress is None:
+        if not self.enabled:
             return
-        best = f"{b.best.metric:.4g}" if b.best is not None else "-"
+        if self._progress is None:  # first call: the experiment is open (no empty bar before an error)
+            self._start(b)
         failed = sum(b.failed.values())
-        info = f"running {len(b.running)}  failed {failed}  best {best}"
-        self._progress.update(self._task, completed=b.results, info=info)
+        if failed > self._failures:
+            self._report_failures(b, failed - self._failures)
+            self._failures = failed
+        best = f"{b.best.metric:.4g}" if b.best is not None else "-"
+        kinds = f" ({kinds_in_words(b.failed)})" if failed else ""
+        info = f"running {len(b.running)}  failed {failed}{kinds}  best {best}"
+        total = b.strategy.cycles if b.strategy else None
+        self._progress.update(self._task, completed=b.results, total=total, info=info)
+
+    def _report_failures(self, b: StateBuilder, new: int) -> None:
+        now = time.monotonic()
+        if now - self._printed_at < 1.0 or not b.recent_failures:
+            self._skipped += new
+            return
+        f = b.recent_failures[-1]
+        more = f" (+{self._skipped + new - 1} more)" if self._skipped + new > 1 else ""
+        self._progress.console.print(
+            f"trial {f.trial} attempt {f.attempt} {f.kind} on {f.worker or '?'}: {first_line(f.message)}{more}",
+            markup=False,
+            highlight=False,
+        )
+        self._printed_at, self._skipped = now, 0
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
@@ -146,14 +239,23 @@ def run_controller(
     *,
     progress: Progress,
     on_entries: Callable[[list[tuple[str, bytes]]], None] | None = None,
-) -> State:
-    """Run the controller with clean stop on SIGINT/SIGTERM; user-facing errors exit 2."""
-    controller = Controller(client, spec.created(), options, on_progress=progress, on_entries=on_entries)
-    with _signals(controller.stop), progress:
+) -> tuple[State, bool]:
+    """Run the controller with a clean stop on SIGINT/SIGTERM; return the state and whether it
+    was interrupted. Errors evoq raises exit 2 with one line."""
+    controller = Controller(
+        client,
+        spec.created(),
+        options,
+        on_progress=progress,
+        on_entries=on_entries,
+        given=frozenset(spec.strategy_given),
+    )
+    with _signals(controller.stop) as seen, progress:
         try:
-            return controller.run()
+            state = controller.run()
         except EvoqError as exc:
             fail(str(exc))
+    return state, bool(seen)
 
 
 class EvoqGroup(click.Group):
@@ -180,7 +282,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path))
-@redis_url_option
+@redis_url_option("Redis to run on; without one, an embedded in-process Redis and worker threads")
 @click.option(
     "--workers",
     "n_workers",
@@ -188,7 +290,7 @@ def main() -> None:
     help="Local workers to start (embedded: threads, default the CPU count; with Redis: `rq worker` processes, default 0).",
 )
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="RQ queue for the trials.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON on stdout.")
+@json_option
 @click.option(
     "--wait", is_flag=True, help="Wait for another controller of this experiment to stop instead of exiting."
 )
@@ -206,17 +308,11 @@ def main() -> None:
     show_default=True,
     help="Seconds a killed controller's lease lingers before another may take over (see --wait).",
 )
-@click.option(
-    "--log-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(EMBEDDED_DIR),
-    show_default=True,
-    help="Embedded mode: where the experiment's log file lives.",
-)
+@log_dir_option
 @click.option(
     "--allow",
     multiple=True,
-    help="With --workers: trial functions the local workers may run (fnmatch; default: the spec's trial).",
+    help="Trial functions the local workers may run (a pattern, see README; default: the spec's trial).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
@@ -234,7 +330,7 @@ def main() -> None:
 )
 @click.option("--name", help="Override the spec's name.")
 @click.option("--seed", type=int, help="Override the spec's seed.")
-@click.option("--cycles", type=int, help="Override strategy.cycles.")
+@click.option("--cycles", type=int, help="Override strategy.cycles (a larger value extends an experiment).")
 @click.option("--population-size", type=int, help="Override strategy.population_size.")
 @click.option("--sample-size", type=int, help="Override strategy.sample_size.")
 @click.option("--mutation-prob", type=float, help="Override strategy.mutation_prob.")
@@ -275,33 +371,45 @@ def run(
         fail(str(exc))
     if simulate_workers:
         _run_simulated(spec, simulate_workers, sim_log, as_json)
-    _check_trial_imports(spec)
-    progress = Progress(spec, enabled=not no_progress)
+    progress = Progress(enabled=not no_progress)
     if redis_url:
+        # the controller never imports the trial (its box need not have torch): workers do
         client = connect(redis_url)
         options = ControllerOptions(
             queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
         )
         local = LocalWorkers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
         try:
-            state = run_controller(client, spec, options, progress=progress)
+            state, interrupted = run_controller(client, spec, options, progress=progress)
         finally:
             local.stop()
     else:
-        state = _run_embedded(spec, n_workers, queue, heartbeat_ttl, log_dir, allow, progress)
+        state, interrupted = _run_embedded(
+            spec,
+            n_workers,
+            queue,
+            heartbeat_ttl,
+            log_dir,
+            allow,
+            progress,
+            wait=wait,
+            spec_dir=spec_path.parent,
+        )
     print_state(state, as_json)
-    sys.exit(exit_code(state))
+    code = exit_code(state)
+    if code == 130 and interrupted:
+        click.echo("evoq: interrupted — run the same command again to resume", err=True)
+    sys.exit(code)
 
 
 def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
-    from .loader import TrialLoadError
     from .simulate import simulate_spec
 
     if sim_log is not None and sim_log.exists():
         fail(f"{sim_log} exists; not appending a simulation to an existing log")
     try:
         result = simulate_spec(spec, workers, log=FileLog(sim_log) if sim_log else None)
-    except (ValueError, ImportError, TrialLoadError) as exc:
+    except (ValueError, ImportError) as exc:
         fail(str(exc))
     print_state(result.state, as_json)
     click.echo(
@@ -309,15 +417,6 @@ def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool
         err=True,
     )
     sys.exit(exit_code(result.state))
-
-
-def _check_trial_imports(spec: Spec) -> None:
-    from .loader import TrialLoadError, load_trial
-
-    try:
-        load_trial(spec.trial)
-    except TrialLoadError as exc:
-        fail(f"key 'trial': {exc}")
 
 
 def _run_embedded(
@@ -328,15 +427,22 @@ def _run_embedded(
     log_dir: Path,
     allow: tuple[str, ...],
     progress: Progress,
-) -> State:
-    from .embedded import embedded_run
+    *,
+    wait: bool,
+    spec_dir: Path,
+) -> tuple[State, bool]:
+    from .embedded import embedded_run, user_code_paths
+    from .loader import load_trial
     from .sources import embedded_log_path
 
+    added = user_code_paths(spec_dir)
+    load_trial(spec.trial)  # the workers are threads of this process: fail now, in one line
     workers = n_workers if n_workers else (os.cpu_count() or 1)
     click.echo(
         f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker threads); "
-        f"log: {embedded_log_path(log_dir, spec.name)}. To use a real Redis: set REDIS_URL (or "
-        "--redis-url) and start `evoq worker` on your GPU boxes.",
+        f"log: {embedded_log_path(log_dir, spec.name)}"
+        + (f"; trial code from {', '.join(added)}" if added else "")
+        + ". To use a real Redis: set REDIS_URL (or --redis-url) and start `evoq worker` on your GPU boxes.",
         err=True,
     )
     with embedded_run(
@@ -345,6 +451,7 @@ def _run_embedded(
         queue=queue,
         log_dir=log_dir,
         allow=allow or (spec.trial,),
+        wait=wait,
         notify=lambda message: click.echo(f"evoq: {message}", err=True),
     ) as er:
         options = ControllerOptions(
@@ -353,18 +460,26 @@ def _run_embedded(
             capacity=lambda: workers,
             check_interval=0.5,
             backend="the embedded log",
+            preempt_on_stop=True,
         )
         return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
 
 
 # -- worker -------------------------------------------------------------------------------------
 @main.command()
-@redis_url_option
-@click.argument("queues", nargs=-1)
+@redis_url_option("Redis to take trials from")
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
+@click.option(
+    "--queue",
+    "queue_opts",
+    multiple=True,
+    help=f"Queue to listen on, as `evoq run --queue` (repeatable; default {DEFAULT_QUEUE}).",
+)
 @click.option(
     "--allow",
     multiple=True,
-    help="Trial functions this worker may run (fnmatch on module:function; repeatable). Default: $EVOQ_ALLOW, else evoq's examples.",
+    help="Trial functions this worker may run (module[:function] patterns, see README; repeatable). "
+    "Default: $EVOQ_ALLOW, else evoq's examples.",
 )
 @click.option(
     "--worker-class",
@@ -374,13 +489,24 @@ def _run_embedded(
     show_default=True,
     help="worker: fork per job (GPU boxes); heroku: preemption-aware (dynos); simple: no fork.",
 )
-@click.option("--job-monitoring-interval", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--name", help="Worker name (default: RQ's).")
+@click.option(
+    "--job-monitoring-interval",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Seconds between the worker's checks of a running job (RQ's heartbeat).",
+)
+@click.option("--name", help="Worker name, also given to its Redis connections (default: a random one).")
 @click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
-@click.option("--print-command", is_flag=True, help="Print the equivalent `rq worker` command and exit.")
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the equivalent `rq worker` command (password masked) and exit.",
+)
 def worker(
     redis_url: str | None,
     queues: tuple[str, ...],
+    queue_opts: tuple[str, ...],
     allow: tuple[str, ...],
     kind: str,
     job_monitoring_interval: int,
@@ -394,10 +520,16 @@ def worker(
     """
     if not redis_url:
         fail("evoq worker needs a Redis: pass --redis-url or set REDIS_URL")
-    allow = allow or tuple(p for p in os.environ.get("EVOQ_ALLOW", "").split(",") if p.strip())
+    from .loader import TrialLoadError, parse_allow
+
+    allow = allow or tuple(p.strip() for p in os.environ.get("EVOQ_ALLOW", "").split(",") if p.strip())
+    try:
+        parse_allow(allow)
+    except TrialLoadError as exc:
+        fail(str(exc))
     cmd = worker_command(
         redis_url,
-        queues or (DEFAULT_QUEUE,),
+        tuple(dict.fromkeys(queues + queue_opts)) or (DEFAULT_QUEUE,),
         worker_class=WORKER_CLASSES[kind],
         monitoring=job_monitoring_interval,
         name=name,
@@ -412,66 +544,94 @@ def worker(
 
 
 # -- inspection ---------------------------------------------------------------------------------
-def load_events(source: str, redis_url: str | None, log_dir: Path) -> list[Event]:
-    """Events of ``source``: a log file, or an experiment name (in Redis, else the embedded log)."""
-    return _read(open_source(source, redis_url, log_dir))
+def with_source(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        return redis_url_option(f"Redis holding {what} (else NAME is an embedded log)")(log_dir_option(f))
 
-
-def _read(src: Source) -> list[Event]:
-    events = src.events()
-    for message in src.warnings:
-        click.echo(f"evoq: warning: {message}", err=True)
-    return events
-
-
-def state_of(events: list[Event]) -> State:
-    """Replay events into a state; a log that is not an experiment exits 2."""
-    try:
-        b = StateBuilder()
-        b.add_all(events)
-    except (InvalidLogError, CodecError) as exc:
-        fail(str(exc))
-    return b.freeze()
-
-
-source_options = [
-    redis_url_option,
-    click.option(
-        "--log-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path(EMBEDDED_DIR),
-        show_default=True,
-        help="Where embedded runs keep their logs.",
-    ),
-]
-
-
-def with_source(f: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed(source_options):
-        f = opt(f)
-    return f
+    return decorate
 
 
 @main.command()
-@click.argument("name")
-@with_source
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
-def status(name: str, redis_url: str | None, log_dir: Path, as_json: bool) -> None:
+@click.argument("source", metavar="NAME|FILE")
+@with_source("the experiment")
+@json_option
+@click.option(
+    "--failures", "n_failures", type=click.IntRange(min=0), default=5, show_default=True,
+    help="Recent failures to list (the JSON lists the last 20).",
+)  # fmt: skip
+def status(source: str, redis_url: str | None, log_dir: Path, as_json: bool, n_failures: int) -> None:
     """The state of experiment NAME (in Redis, or the embedded log), or of a log FILE."""
-    print_state(state_of(load_events(name, redis_url, log_dir)), as_json)
+    state = load(source, redis_url, log_dir).state
+    if as_json:
+        click.echo(json.dumps(summary(state), indent=2))
+    else:
+        click.echo("\n".join(state_lines(state, failures=n_failures)))
 
 
 @main.command()
-@click.argument("name")
-@with_source
-@click.option("-n", "k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
-def top(name: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool) -> None:
+@click.argument("source", metavar="NAME|FILE")
+@with_source("the experiment")
+@click.option("--json", "fmt", flag_value="json", help="JSON on stdout.")
+@click.option("--csv", "fmt", flag_value="csv", help="CSV on stdout.")
+@click.option(
+    "--status",
+    "wanted",
+    multiple=True,
+    help="Only trials with this status: queued, running, completed, failed (any kind), failed:KIND, "
+    "retry, cancelled (repeatable).",
+)
+@click.option("-n", "limit", type=click.IntRange(min=1), help="Only the last N rows.")
+def trials(
+    source: str,
+    redis_url: str | None,
+    log_dir: Path,
+    fmt: str | None,
+    wanted: tuple[str, ...],
+    limit: int | None,
+) -> None:
+    """Every trial of experiment NAME (or a log FILE): attempt, phase, parent, status, metric,
+    duration, worker and failure message."""
+    rows = sorted(trial_rows(load(source, redis_url, log_dir).events).values(), key=lambda r: r.trial)
+    if wanted:
+        rows = [r for r in rows if r.status in wanted or r.status.split(":")[0] in wanted]
+    if limit:
+        rows = rows[-limit:]
+    if fmt == "json":
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow([*TRIAL_COLUMNS, "config"])
+        for r in rows:
+            d = r.to_json()
+            w.writerow([*(d[c] if d[c] is not None else "" for c in TRIAL_COLUMNS), json.dumps(d["config"])])
+        click.echo(buf.getvalue(), nl=False)
+        return
+    click.echo(
+        f"{'trial':>5} {'att':>3} {'phase':<6} {'parent':>6} {'status':<22} {'metric':>10} {'dur s':>7}  worker / message"
+    )
+    for r in rows:
+        metric = f"{r.metric:.5g}" if r.metric is not None else "-"
+        dur = f"{r.duration:.1f}" if r.duration is not None else "-"
+        parent = "-" if r.parent is None else str(r.parent)
+        tail = r.worker + (f": {first_line(r.message, 100)}" if r.message else "")
+        click.echo(
+            f"{r.trial:>5} {r.attempt:>3} {r.phase:<6} {parent:>6} {r.status:<22} {metric:>10} {dur:>7}  {tail}"
+        )
+
+
+@main.command()
+@click.argument("source", metavar="NAME|FILE")
+@with_source("the experiment")
+@click.option("-n", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many.")
+@json_option
+def top(source: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool) -> None:
     """The best K configs ever completed in experiment NAME (or a log FILE)."""
-    events = load_events(name, redis_url, log_dir)
-    state = state_of(events)
-    assert state.strategy is not None
-    best = top_trials(trial_rows(events), k, maximize=state.strategy.maximize)
+    loaded = load(source, redis_url, log_dir)
+    st = loaded.state.strategy
+    assert st is not None
+    best = top_trials(trial_rows(loaded.events), k, maximize=st.maximize)
     rows = [
         {"trial": r.trial, "metric": r.metric, "config": dict(r.config), "parent": r.parent} for r in best
     ]
@@ -484,23 +644,77 @@ def top(name: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool) 
         )
 
 
+@main.command("list")
+@redis_url_option("Redis whose experiments to list (embedded logs are listed too)")
+@log_dir_option
+@json_option
+def list_(redis_url: str | None, log_dir: Path, as_json: bool) -> None:
+    """Every experiment in the Redis and in the embedded log folder: status, results, best."""
+    from .manage import list_experiments
+
+    rows = list_experiments(connect(redis_url) if redis_url else None, log_dir)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no experiments" + ("" if redis_url else f" in {log_dir} (set REDIS_URL for a Redis)"))
+        return
+    click.echo(f"{'name':<24} {'where':<9} {'status':<10} {'results':>13} {'best':>12}  last activity")
+    for r in rows:
+        best = "-" if r["best"] is None else f"{r['best']:.6g}"
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_at"])) if r["last_at"] else "-"
+        results = f"{r['results']}/{r['cycles']}"
+        click.echo(f"{r['name']:<24} {r['where']:<9} {r['status']:<10} {results:>13} {best:>12}  {last}")
+
+
 @main.command()
 @click.argument("name")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@with_source
-def export(name: str, output: Path, redis_url: str | None, log_dir: Path) -> None:
-    """Write the complete log of experiment NAME to a file (evoq's file log format)."""
+@redis_url_option("Redis holding the experiment (else the embedded log is deleted)")
+@log_dir_option
+@click.option("--yes", is_flag=True, help="Really delete (nothing is deleted without it).")
+def delete(name: str, redis_url: str | None, log_dir: Path, yes: bool) -> None:
+    """Delete experiment NAME: its log, lease and RQ jobs (Redis), or its embedded log file."""
+    from .manage import delete_experiment
+
+    if not yes:
+        fail(f"deleting experiment {name!r} removes its whole log; pass --yes to do it")
+    done = delete_experiment(name, connect(redis_url) if redis_url else None, log_dir)
+    click.echo(f"deleted experiment {name!r}: {done}")
+
+
+@main.command()
+@click.argument("source", metavar="NAME|FILE")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Log file to write.",
+)
+@with_source("the experiment")
+def export(source: str, output: Path, redis_url: str | None, log_dir: Path) -> None:
+    """Write the complete log of experiment NAME to a file (evoq's hash-chained file format).
+
+    Records the fold rejects are carried as they are (or as a stand-in naming the stream entry),
+    so that an audit of the file reports them too.
+    """
+    from .redislog import carriable
+
     if output.exists():
         fail(f"{output} exists; not overwriting an existing log")
-    src = open_source(name, redis_url, log_dir)
-    _read(src)  # validates the whole log first
-    records = [data for _, data in src.entries()]
+    src = open_source(source, redis_url, log_dir)
+    records = [carriable(str(pos), data) for pos, data in src.entries()]
+    if not records:
+        fail(f"{src.label} is empty")
     out = FileLog(output)
-    out.append(records)
+    try:
+        out.append(records)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
     for _ in out.read():
         pass
     head = out.head.hex() if out.head is not None else "-"
-    click.echo(f"wrote {len(records)} events to {output}; chain head {head}", err=True)
+    click.echo(f"wrote {len(records)} records to {output}; chain head {head}", err=True)
 
 
 @main.command()
@@ -508,82 +722,111 @@ def export(name: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write."
 )
-@with_source
+@with_source("the experiment")
 def plot(source: str, output: Path, redis_url: str | None, log_dir: Path) -> None:
     """Plot every trial's metric and the best so far, by trial number and wall clock."""
     from .plot import plot as draw
 
-    events = load_events(source, redis_url, log_dir)
-    state_of(events)
+    events = load(source, redis_url, log_dir).events
     try:
         draw(events, output)
     except (OSError, ValueError) as exc:
-        fail(f"cannot write {output}: {exc}")
+        fail(f"cannot write {output}: {getattr(exc, 'strerror', None) or exc}")
     click.echo(f"wrote {output}", err=True)
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
+@click.argument("source", metavar="NAME|FILE")
+@with_source("the experiment")
+@json_option
 @click.option("--until", type=click.IntRange(min=0), help="Only the first N records.")
 @click.option(
     "--at", "at", type=float, help="Only the records up to the first one stamped after this Unix time."
 )
-def replay(file: Path, as_json: bool, until: int | None, at: float | None) -> None:
-    """Rebuild and print the state of a log FILE (or of a prefix of it)."""
-    from .audit import prefix_state
+def replay(
+    source: str, redis_url: str | None, log_dir: Path, as_json: bool, until: int | None, at: float | None
+) -> None:
+    """Rebuild and print the state of a log (or of a prefix of it)."""
+    from .audit import iter_events_until
 
-    if not file.is_file():
-        fail(f"log file {str(file)!r} not found")
-    try:
-        state = prefix_state(str(file), until=until, at=at).freeze()
-    except (CodecError, InvalidLogError) as exc:
-        fail(str(exc))
-    print_state(state, as_json)
+    src = open_source(source, redis_url, log_dir)
+    b = StateBuilder()
+    b.add_records(iter_events_until(src.entries(), until=until, at=at))
+    if b.events == 0:
+        fail(f"{src.label} is empty")
+    print_state(b.freeze(), as_json)
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
-@click.option("--expect-head", help="The chain head digest (hex) the log must end on.")
-def audit(file: Path, as_json: bool, expect_head: str | None) -> None:
-    """Verify a log FILE: hash chain, schema, every decision re-derived, terminal events, end status.
+@click.argument("source", metavar="NAME|FILE")
+@with_source("the experiment")
+@json_option
+@click.option("--expect-head", help="The chain head digest (hex) the log must end on (files only).")
+def audit(source: str, redis_url: str | None, log_dir: Path, as_json: bool, expect_head: str | None) -> None:
+    """Verify a log: hash chain, schema, every decision re-derived, terminal events, end status.
 
-    Exit 0 when clean, 1 with a report of the first problem.
+    Exit 0 when clean, 1 with a report of what was found (rejected records are reported and the
+    rest of the log is still checked).
     """
-    from .audit import audit_file
+    from .audit import audit_entries, audit_file
 
-    if not file.is_file():
-        fail(f"log file {str(file)!r} not found")
-    rep = audit_file(str(file), expect_head=expect_head)
+    src = open_source(source, redis_url, log_dir)
+    if isinstance(src.log, FileLog):
+        rep = audit_file(str(src.log.path), expect_head=expect_head)
+    else:
+        rep = audit_entries(src.entries())
+        rep.chain = "absent (a live Redis stream; export it for a chained file)"
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=2, default=str))
     else:
         click.echo(
-            f"{file}: {rep.records} records, chain {rep.chain}, head {rep.head or '-'}; "
-            f"{rep.decisions_checked} decisions re-derived, {rep.ignored_terminal} duplicate terminal events ignored; "
-            f"status {rep.status}"
+            f"{src.label}: {rep.records} records, chain {rep.chain}, head {rep.head or '-'}; "
+            f"{rep.decisions_checked} decisions re-derived, {rep.ignored_terminal} duplicate terminal events ignored, "
+            f"{rep.rejected} records rejected; status {rep.status}"
         )
-        for f in rep.findings:
+        for f in rep.findings[:20]:
             click.echo(f"FAIL record {f.record} (position {f.position}) [{f.kind}]: {f.message}")
             if f.field is not None:
                 click.echo(f"  field {f.field}: logged {f.logged!r}, expected {f.expected!r}")
+        if len(rep.findings) > 20:
+            click.echo(f"... and {len(rep.findings) - 20} more findings (--json lists them all)")
         click.echo("audit: clean" if rep.ok else "audit: FAILED")
     sys.exit(0 if rep.ok else 1)
 
 
 @main.command()
 @click.argument("source", metavar="NAME|FILE")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "dot"]), default="csv", show_default=True)
-@with_source
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "dot"]), default="csv", show_default=True,
+    help="Output format (dot: a Graphviz family tree, best ancestry highlighted).",
+)  # fmt: skip
+@with_source("the experiment")
 def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None:
     """Every trial with its parent, metric and mutated parameters; the best trial's ancestry."""
     from .lineage import lineage as build
     from .lineage import render
 
-    events = load_events(source, redis_url, log_dir)
-    state_of(events)
-    click.echo(render(build(events), fmt), nl=False)
+    click.echo(render(build(load(source, redis_url, log_dir).events), fmt), nl=False)
+
+
+@main.command()
+@click.option(
+    "--experiment",
+    "name",
+    default="*",
+    show_default=True,
+    help="Experiment the worker user may report to ('*': any).",
+)
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="The workers' queue.")
+@click.option("--worker-user", default="evoq-worker", show_default=True, help="ACL user of the workers.")
+@click.option(
+    "--controller-user", default="evoq-controller", show_default=True, help="ACL user of the controller."
+)
+def acl(name: str, queue: str, worker_user: str, controller_user: str) -> None:
+    """Print Redis ACL rules for least-privilege workers and controller (see README, Security model)."""
+    from .acl import acl_rules
+
+    click.echo("\n".join(acl_rules(name, queue, worker_user=worker_user, controller_user=controller_user)))
 
 
 if __name__ == "__main__":

@@ -23,18 +23,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.exceptions import WatchError
 from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.worker import Worker
 
 from .codec import encode
-from .events import Event, ExperimentCreated, ExperimentFinished, TrialFailed, TrialSubmitted
+from .events import (
+    Event,
+    ExperimentCreated,
+    ExperimentExtended,
+    ExperimentFinished,
+    TrialFailed,
+    TrialSubmitted,
+)
 from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys
 from .lease import ControllerError, Lease, LeaseHeldError, LeaseLostError
 from .liveness import JobProbe, judge
@@ -84,6 +93,9 @@ class ControllerOptions:
         capacity: a function giving the number of live workers (default: RQ workers of the queue
             whose Redis connection is up, from CLIENT LIST).
         backend: how messages name where the experiment lives ("this Redis", "the embedded log").
+        preempt_on_stop: when stopped before the end, record the runs in flight as ``preempted``
+            (the embedded default: its worker threads end with the process, and the runs are
+            re-run as new attempts on the next start).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -94,21 +106,43 @@ class ControllerOptions:
     result_ttl: int = 600
     capacity: Callable[[], int] | None = None
     backend: str = "this Redis"
+    preempt_on_stop: bool = False
 
 
-def experiment_matches(a: ExperimentCreated, b: ExperimentCreated) -> list[str]:
-    """The fields in which two experiment definitions differ (empty when they agree)."""
+def experiment_matches(
+    logged: ExperimentCreated, requested: ExperimentCreated, given: Collection[str] | None = None
+) -> list[str]:
+    """What the user asked for that differs from the logged experiment (empty when they agree).
+
+    ``given`` names the strategy parameters the user set explicitly; only those are compared
+    (the others take the logged values; a size resolved at creation never changes). None
+    compares every parameter. ``cycles`` is not compared: a larger one extends the experiment.
+    """
     diffs = []
-    if SearchSpace.parse(a.space) != SearchSpace.parse(b.space):
-        diffs.append("space")
-    if Strategy.from_dict(a.strategy) != Strategy.from_dict(b.strategy):
-        sa, sb = Strategy.from_dict(a.strategy).to_dict(), Strategy.from_dict(b.strategy).to_dict()
-        diffs.extend(f"strategy.{k} ({sa[k]!r} != {sb[k]!r})" for k in sa if sa[k] != sb[k])
-    if a.seed != b.seed:
-        diffs.append(f"seed ({a.seed} != {b.seed})")
-    if a.trial != b.trial:
-        diffs.append(f"trial ({a.trial!r} != {b.trial!r})")
+    a, b = SearchSpace.parse(logged.space), SearchSpace.parse(requested.space)
+    if a != b:
+        diffs.append(f"the space ({space_diff(a, b)})")
+    sa, sb = Strategy.from_dict(logged.strategy).to_dict(), Strategy.from_dict(requested.strategy).to_dict()
+    keys = [k for k in sa if k != "cycles" and (given is None or k in given)]
+    diffs.extend(f"strategy.{k} ({sb[k]!r}; the log has {sa[k]!r})" for k in keys if sa[k] != sb[k])
+    if logged.seed != requested.seed:
+        diffs.append(f"seed ({requested.seed}; the log has {logged.seed})")
+    if logged.trial != requested.trial:
+        diffs.append(f"trial ({requested.trial!r}; the log has {logged.trial!r})")
     return diffs
+
+
+def space_diff(logged: SearchSpace, requested: SearchSpace) -> str:
+    """Which parameters differ between two spaces, in a few words."""
+    a, b = logged.spec(), requested.spec()
+    added = [k for k in b if k not in a]
+    removed = [k for k in a if k not in b]
+    changed = [k for k in b if k in a and a[k] != b[k]]
+    parts = [f"{what} {', '.join(map(repr, names))}" for what, names in
+             (("new", added), ("removed", removed), ("changed", changed)) if names]  # fmt: skip
+    if not parts and list(a) != list(b):
+        parts.append("parameter order")
+    return "; ".join(parts) or "values"
 
 
 Decision = tuple[Event, Proposal | None]
@@ -130,9 +164,11 @@ class Controller:
         on_progress: Callable[[StateBuilder], None] | None = None,
         on_entries: Callable[[list[tuple[str, bytes]]], None] | None = None,
         clock: Callable[[], float] = time.time,
+        given: Collection[str] | None = None,
     ) -> None:
         self.client = client
         self.experiment = experiment
+        self.given = given
         self.opts = options or ControllerOptions()
         self.keys = Keys(experiment.name)
         self.log = RedisLog(client, self.keys)
@@ -290,7 +326,8 @@ class Controller:
 
     # -- setup --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Take the lease, replay the stream, create the experiment or check it is the same one."""
+        """Take the lease, replay the stream, create the experiment (in an empty stream) or
+        check that the logged one is what was asked for, and extend its budget if asked to."""
         self.lease.acquire(wait=self.opts.wait_for_lease, stop=self.stop_event)
         self.replay()
         created = ExperimentCreated(
@@ -302,18 +339,44 @@ class Controller:
             self.experiment.evoq_version,
             self.clock(),
         )
-        self.commit(lambda: (created, None) if self.state.experiment is None else None)
+        self.commit(lambda: (created, None) if self.state.events == 0 else None)
         exp = self.state.experiment
         if exp is None:
-            raise ControllerError("stopped before the experiment was created")
-        diffs = experiment_matches(exp, self.experiment)
+            self.lease.release()
+            first = self.state.rejections[0] if self.state.rejections else None
+            detail = f"; first rejected record {first.position}: {first.reason}" if first else ""
+            raise ControllerError(
+                f"the log of {self.experiment.name!r} in {self.opts.backend} holds {self.state.events} "
+                f"records but no readable experiment_created record{detail}"
+            )
+        diffs = experiment_matches(exp, self.experiment, self.given)
         if diffs:
             self.lease.release()
             raise ExperimentMismatchError(
-                f"experiment {exp.name!r} already exists in {self.opts.backend} with other parameters: "
-                f"{', '.join(diffs)}; choose another name or delete it"
+                f"experiment {exp.name!r} already exists in {self.opts.backend} with another "
+                f"{', '.join(diffs)}: run it as logged, or start a new one under another name "
+                f"(--name) or after `evoq delete {exp.name} --yes`"
             )
+        self._extend_if_asked()
         self.client.sadd(EXPERIMENTS, exp.name)
+
+    def _extend_if_asked(self) -> None:
+        st = self.state.strategy
+        assert st is not None
+        if self.given is not None and "cycles" not in self.given:
+            return
+        wanted = int(self.experiment.strategy.get("cycles", st.cycles))
+        if wanted < st.cycles:
+            self.lease.release()
+            raise ExperimentMismatchError(
+                f"experiment {self.experiment.name!r} in {self.opts.backend} has cycles={st.cycles}; "
+                f"cycles={wanted} would shrink it (a budget is only ever raised)"
+            )
+        if wanted > st.cycles:
+            event = ExperimentExtended(wanted, f"cycles raised from {st.cycles} to {wanted}", self.clock())
+            current = self.state.strategy
+            self.commit(lambda: (event, None) if self.state.strategy is current else None)
+            log.info("experiment %r extended to cycles=%d", self.experiment.name, wanted)
 
     # -- workers and lost runs ----------------------------------------------------------------
     def live_workers(self) -> int:
@@ -435,15 +498,44 @@ class Controller:
         """Append ``ExperimentFinished`` when the state says the experiment is over; True when
         the experiment is finished (now or before)."""
 
+        in_flight: list[Run] = []
+
         def decide() -> Decision | None:
             b = self.state
             status = status_of(b)
             if b.finished is not None or status not in ("completed", "failed"):
                 return None
+            in_flight[:] = b.running.values()
             return ExperimentFinished(status, finish_reason(b), self.clock()), None
 
-        self.commit(decide)
+        if self.commit(decide):
+            self.stop_jobs(in_flight)
         return self.state.finished is not None
+
+    def stop_jobs(self, runs: list[Run]) -> int:
+        """Cancel the queued jobs of ``runs`` and tell the workers running the others to stop
+        them (rq's stop-job command); return how many were reached. Best effort: a job that
+        already ended, or a worker that does not listen (SimpleWorker), is left alone."""
+        reached = 0
+        for r in runs:
+            job_id = self.keys.job_id(r.trial, r.attempt)
+            try:
+                job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
+                status = job.get_status(refresh=False)
+                if status in ("queued", "deferred", "scheduled"):
+                    job.cancel()
+                elif status == "started" and job.worker_name:
+                    send_stop_job_command(self.client, job_id, serializer=SERIALIZER)
+                else:
+                    continue
+                reached += 1
+            except (NoSuchJobError, InvalidJobOperation):
+                continue
+            except redis.RedisError as exc:
+                log.warning("could not stop job %s: %s", job_id, exc)
+        if reached:
+            log.info("experiment %r ended: stopped %d of its jobs", self.experiment.name, reached)
+        return reached
 
     def step(self) -> bool:
         """One round: renew, check runs, submit, then block for new events. True when finished."""
@@ -498,9 +590,28 @@ class Controller:
                     broken = True
                     if self.stop_event.wait(delay):
                         break
+            if opened and not broken and self.opts.preempt_on_stop and self.state.finished is None:
+                self.preempt_in_flight("interrupted by the user")
         finally:
             self.lease.release()
         return self.state.freeze()
+
+    def preempt_in_flight(self, reason: str) -> int:
+        """Record every run in flight as ``preempted`` (it runs again as a new attempt)."""
+        n = 0
+        for r in list(self.state.running.values()):
+            event = TrialFailed(r.trial, r.attempt, "preempted", reason, r.worker or "", self.clock())
+
+            def decide(r: Run = r, event: TrialFailed = event) -> Decision | None:
+                current = self.state.running.get(r.trial)
+                return (event, None) if current is not None and current.attempt == r.attempt else None
+
+            self.stop_event.clear()  # commit() returns at once while stopped
+            try:
+                n += self.commit(decide)
+            finally:
+                self.stop_event.set()
+        return n
 
     def _recover(self) -> None:
         """After Redis came back: make sure the lease is still ours, then replay from scratch

@@ -11,8 +11,12 @@ job in the new server: the controller declares them lost and runs them again.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +30,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import SimpleWorker
 
 from .controller import JOB_CLASS, SERIALIZER
+from .errors import EvoqError
 from .filelog import FileLog, TornTailWarning
 from .keys import DEFAULT_QUEUE, Keys
 from .redislog import RedisLog
@@ -85,7 +90,13 @@ class Embedded:
         return n + len(log.append(batch))
 
     def start_workers(self) -> None:
-        """Start the worker threads (daemons: they end with the process)."""
+        """Start the worker threads (daemons: they end with the process). RQ's log lines go to
+        stderr (stdout is kept for ``--json``)."""
+        rq_log = logging.getLogger("rq")
+        if not rq_log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            rq_log.addHandler(handler)
         for i in range(self.n_workers):
             conn = self.client()
             q = Queue(self.queue_name, connection=conn, serializer=SERIALIZER, job_class=JOB_CLASS)
@@ -130,6 +141,77 @@ class EmbeddedRun:
         return self.env.client()
 
 
+class EmbeddedBusyError(EvoqError):
+    """Another process runs this embedded experiment (it holds the experiment's lock)."""
+
+
+def user_code_paths(spec_dir: str | Path) -> list[str]:
+    """Put the spec's folder and the current directory first on ``sys.path`` (the embedded
+    workers are threads of this process: they import the trial from there); return the folders
+    added."""
+    added = []
+    for folder in (Path.cwd(), Path(spec_dir).resolve()):
+        text = str(folder)
+        if text not in sys.path:
+            sys.path.insert(0, text)
+            added.append(text)
+    return added
+
+
+@contextmanager
+def experiment_lock(path: Path, name: str, *, wait: bool, notify: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive lock on an embedded experiment (``flock`` on ``path``), as the lease does
+    in Redis mode: a second run of it refuses to start (or waits, with ``wait``).
+
+    Raises:
+        EmbeddedBusyError: another process holds the lock and ``wait`` is false.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                if not wait:
+                    raise EmbeddedBusyError(
+                        f"experiment {name!r} is already being run by another evoq process on this machine "
+                        f"(pid {holder}, lock {path}); stop it first, or pass --wait to run when it stops"
+                    ) from None
+                if not announced:
+                    notify(f"waiting for evoq process {holder} to finish experiment {name!r}")
+                    announced = True
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_path(log: Path) -> Path:
+    """The lock file beside an embedded experiment's log."""
+    return log.with_suffix(".lock")
+
+
+def is_locked(log: Path) -> bool:
+    """Whether some process holds the lock of the embedded experiment whose log is ``log``."""
+    path = lock_path(log)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 @contextmanager
 def embedded_run(
     name: str,
@@ -139,23 +221,28 @@ def embedded_run(
     log_dir: str | Path,
     allow: Sequence[str],
     notify: Callable[[str], None],
+    wait: bool = False,
 ) -> Iterator[EmbeddedRun]:
-    """Load experiment ``name``'s log file into an in-process Redis and start ``workers`` worker
-    threads allowed to run ``allow``; ``notify`` receives one-line messages for the user.
+    """Lock experiment ``name``, load its log file into an in-process Redis and start
+    ``workers`` worker threads allowed to run ``allow``; ``notify`` receives one-line messages
+    for the user.
 
     Raises:
+        EmbeddedBusyError: another process runs this experiment (see :func:`experiment_lock`).
         CodecError: the log file is damaged (the message names the offset).
     """
     path = embedded_log_path(log_dir, name)
-    file = FileLog(path)
-    os.environ["EVOQ_ALLOW"] = ",".join(allow)  # worker threads read their allowlist from here
-    with embedded(workers, queue=queue) as env:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TornTailWarning)
-            loaded = env.load(Keys(name), file)
-        for w in caught:
-            notify(f"warning: {w.message}")
-        if loaded:
-            notify(f"resuming from {loaded} logged events")
-        env.start_workers()
-        yield EmbeddedRun(env, path, FileMirror(file, skip=loaded), loaded)
+    with experiment_lock(lock_path(path), name, wait=wait, notify=notify):
+        file = FileLog(path)
+        os.environ["EVOQ_ALLOW"] = ",".join(allow)  # worker threads read their allowlist from here
+        os.environ["EVOQ_QUEUES"] = queue
+        with embedded(workers, queue=queue) as env:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TornTailWarning)
+                loaded = env.load(Keys(name), file)
+            for w in caught:
+                notify(f"warning: {w.message}")
+            if loaded:
+                notify(f"resuming from {loaded} logged events")
+            env.start_workers()
+            yield EmbeddedRun(env, path, FileMirror(file, skip=loaded), loaded)

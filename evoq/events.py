@@ -18,11 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-PHASES = ("init", "evolve")
-FAILURE_KINDS = ("error", "invalid_metric", "timeout", "lost", "preempted")
-"""Why a trial failed. ``lost`` and ``preempted`` are the infrastructure's fault: the trial is
-run again as a new attempt. The others follow the strategy's ``on_failure``."""
-INFRA_FAILURES = frozenset({"lost", "preempted"})
+PHASES = ("init", "evolve", "reeval")
+"""How a trial was proposed: a random ``init`` config, an ``evolve`` child, or a ``reeval`` (a
+new evaluation of a config already evaluated; schema 2)."""
+FAILURE_KINDS = ("error", "invalid_metric", "timeout", "lost", "preempted", "refused")
+"""Why a trial failed. ``lost``, ``preempted`` and ``refused`` are the infrastructure's fault: the
+trial is run again as a new attempt (``refused``, schema 2: a worker would not or could not load
+the trial — its allowlist, a missing module). The others follow the strategy's ``on_failure``."""
+INFRA_FAILURES = frozenset({"lost", "preempted", "refused"})
 FINISH_STATUSES = ("completed", "failed", "stopped")
 
 
@@ -95,8 +98,38 @@ class ExperimentFinished:
     at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ExperimentExtended:
+    """The budget was raised to ``cycles`` results (schema 2). A finished experiment is reopened
+    and goes on; parameters resolved at creation (population and sample size) never change."""
+
+    cycles: int
+    reason: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrialProgressed:
+    """A running trial reported an intermediate result (schema 2): ``value`` at ``step``.
+
+    Intermediate results are shown as learning curves; they never enter the population."""
+
+    trial: int
+    attempt: int
+    step: int
+    value: float
+    at: float = 0.0
+
+
 Event: TypeAlias = (
-    ExperimentCreated | TrialSubmitted | TrialStarted | TrialCompleted | TrialFailed | ExperimentFinished
+    ExperimentCreated
+    | TrialSubmitted
+    | TrialStarted
+    | TrialCompleted
+    | TrialFailed
+    | ExperimentFinished
+    | ExperimentExtended
+    | TrialProgressed
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     ExperimentCreated,
@@ -105,5 +138,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TrialCompleted,
     TrialFailed,
     ExperimentFinished,
+    ExperimentExtended,
+    TrialProgressed,
 )
 TERMINAL_TYPES = (TrialCompleted, TrialFailed)

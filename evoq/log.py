@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from .codec import CorruptRecordError, decode, encode
+from .codec import MAX_RECORD_BYTES, MSGPACK_UNPACK, Undecodable, decode, encode
 from .events import Event
 from .reducer import StateBuilder
 
@@ -45,24 +45,26 @@ def read_events(log: EventLog, after: Any = None) -> Iterator[tuple[Any, Event]]
 
 
 def read_records(log: EventLog, after: Any = None) -> Iterator[tuple[Any, Any]]:
-    """msgpack-unpack the records after ``after`` into raw tuples (not yet validated).
-
-    Garbled bytes raise :class:`~evoq.codec.CorruptRecordError` naming the position; feed the
-    result to :meth:`evoq.reducer.StateBuilder.add_records`, which validates each record.
-    """
+    """msgpack-unpack the records after ``after`` into raw tuples (not yet validated); feed the
+    result to :meth:`evoq.reducer.StateBuilder.add_records`, which validates each record."""
     return unpack_records(log.read(after))
 
 
 def unpack_records(entries: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[Any, Any]]:
-    """msgpack-unpack ``(position, bytes)`` entries into ``(position, raw tuple)``."""
-    unpackb = msgpack.unpackb
+    """msgpack-unpack ``(position, bytes)`` entries into ``(position, raw tuple)``.
+
+    A record that cannot be unpacked (or is over the size limit) comes out as an
+    :class:`~evoq.codec.Undecodable`, which the fold rejects with its reason.
+    """
+    unpackb, limit = msgpack.unpackb, MAX_RECORD_BYTES
     for pos, data in entries:
+        if len(data) > limit:
+            yield pos, Undecodable(f"record of {len(data)} bytes is over the {limit}-byte limit")
+            continue
         try:
-            yield pos, unpackb(data, raw=False, use_list=False, strict_map_key=True)
+            yield pos, unpackb(data, **MSGPACK_UNPACK)
         except Exception as exc:  # msgpack raises ValueError, TypeError and its own exceptions
-            raise CorruptRecordError(
-                f"not a msgpack record ({type(exc).__name__}: {exc})", offset=pos
-            ) from None
+            yield pos, Undecodable(f"not a msgpack record ({type(exc).__name__}: {exc})")
 
 
 def replay_log(log: EventLog, after: Any = None, builder: StateBuilder | None = None) -> StateBuilder:

@@ -7,12 +7,14 @@ embedded runtime all go through it — and it refuses records over the size limi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import msgpack
 import redis
 
-from .codec import MAX_RECORD_BYTES, CorruptRecordError
+from .codec import MAX_RECORD_BYTES, UNREADABLE_TAG, CorruptRecordError
 from .keys import STREAM_FIELD, Keys
 
 _BATCH = 10_000
@@ -93,11 +95,28 @@ class RedisLog:
         return stream_id(last[0][0]) if last else None
 
 
+def unreadable(entry_id: str, reason: str, data: bytes = b"") -> bytes:
+    """The stand-in record for a stream entry that cannot be carried as it is (see
+    :data:`~evoq.codec.UNREADABLE_TAG`): the fold rejects it with ``reason``."""
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest() if data else ""
+    packed: bytes = msgpack.packb([UNREADABLE_TAG, 1, entry_id, reason[:500], len(data), digest])
+    return packed
+
+
+def carriable(entry_id: str, data: bytes) -> bytes:
+    """``data`` if a file log can hold it, else its :func:`unreadable` stand-in."""
+    if 0 < len(data) <= MAX_RECORD_BYTES:
+        return data
+    return unreadable(
+        entry_id, f"record of {len(data)} bytes is over the {MAX_RECORD_BYTES}-byte limit", data
+    )
+
+
 def _record(fields: Any, raw_id: Any) -> bytes:
     data = fields.get(STREAM_FIELD) if isinstance(fields, dict) else None
-    if not isinstance(data, bytes):
-        raise CorruptRecordError(
-            f"stream entry has no {STREAM_FIELD.decode()!r} field (fields: {sorted(map(str, fields))})",
-            offset=stream_id(raw_id),
-        )
-    return data
+    if isinstance(data, bytes):
+        return data
+    names = sorted(repr(k)[:30] for k in fields)[:5] if isinstance(fields, dict) else []
+    return unreadable(
+        stream_id(raw_id), f"stream entry has no {STREAM_FIELD.decode()!r} field (fields: {names})"
+    )

@@ -23,11 +23,22 @@ Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastru
 * A ``lost`` or ``preempted`` run is queued to run again as the next attempt, without counting
   toward ``cycles`` or touching the population, until ``max_attempts`` runs were lost; the last
   one then counts as a failure like any other.
-* ``ExperimentFinished`` is recorded; events after it change nothing.
+* A ``refused`` run (a worker would not or could not load the trial) is retried like a lost
+  one; when the last allowed attempt of a trial is refused, the experiment fails at once with
+  the worker's reason (refusals never count toward ``max_failures`` or enter the population).
+* ``ExperimentExtended`` raises ``cycles`` (never lowers it); a finished experiment reopens and
+  its failures in a row start again from 0.
+* ``TrialProgressed`` (an intermediate result) changes nothing in the state.
+* ``ExperimentFinished`` is recorded and ends every run still in flight (the controller cancels
+  their jobs); events after it change nothing (but an extension).
+* A record that cannot be decoded (garbled, too large, unknown type, newer schema, wrong
+  shape) is *rejected*: skipped, counted and kept with its position and reason. The same bytes
+  are always rejected, so every fold of a log makes the same decisions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,15 +46,17 @@ from math import isfinite
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from .codec import _FAST_CHECKS, TAGS, check_record, to_record
+from .codec import _FAST_CHECKS, TAGS, CodecError, check_record, to_record
 from .errors import EvoqError
 from .events import (
     INFRA_FAILURES,
     Event,
     ExperimentCreated,
+    ExperimentExtended,
     ExperimentFinished,
     TrialCompleted,
     TrialFailed,
+    TrialProgressed,
     TrialStarted,
     TrialSubmitted,
 )
@@ -61,6 +74,32 @@ class Individual(NamedTuple):
     trial: int
     config: Mapping[str, Any]
     metric: float
+
+
+class Rejection(NamedTuple):
+    """A record the fold skipped: where it is in its log and why."""
+
+    position: Any
+    reason: str
+
+
+MAX_REJECTIONS_KEPT = 100
+"""Rejected records kept with their reason (all are counted)."""
+
+
+class FailureNote(NamedTuple):
+    """A failed run as the log tells it (the state keeps the most recent ones)."""
+
+    trial: int
+    attempt: int
+    kind: str
+    worker: str
+    message: str
+    at: float
+
+
+RECENT_FAILURES = 20
+"""Failed runs the state keeps with their message (all are counted by kind)."""
 
 
 class Run(NamedTuple):
@@ -101,6 +140,8 @@ class StateView(Protocol):
     def failures_in_a_row(self) -> int: ...
     @property
     def finished(self) -> ExperimentFinished | None: ...
+    @property
+    def halted(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -122,7 +163,12 @@ class State:
         failures_in_a_row: counted failures since the last completion.
         best: the best completed individual ever seen (the population forgets; this does not).
         finished: the ``ExperimentFinished`` record, once written.
-        events: number of events folded in.
+        halted: why the experiment cannot go on although no failure limit was reached (every
+            attempt of a trial was refused by the workers), or None.
+        events: number of records folded in (rejected ones included).
+        rejected: how many records were rejected.
+        rejections: the first :data:`MAX_REJECTIONS_KEPT` of them, with position and reason.
+        recent_failures: the last :data:`RECENT_FAILURES` failed runs (any kind), oldest first.
     """
 
     experiment: ExperimentCreated | None = None
@@ -139,7 +185,11 @@ class State:
     failures_in_a_row: int = 0
     best: Individual | None = None
     finished: ExperimentFinished | None = None
+    halted: str | None = None
     events: int = 0
+    rejected: int = 0
+    rejections: tuple[Rejection, ...] = ()
+    recent_failures: tuple[FailureNote, ...] = ()
 
     @property
     def status(self) -> str:
@@ -161,7 +211,7 @@ def status_of(s: StateView) -> str:
         return "empty"
     if s.results >= st.cycles:
         return "completed"
-    if s.failures_in_a_row >= st.max_failures:
+    if s.failures_in_a_row >= st.max_failures or s.halted is not None:
         return "failed"
     return "running"
 
@@ -177,6 +227,8 @@ def finish_reason(s: StateView) -> str:
         return f"{s.results} results reached cycles={st.cycles}"
     if s.failures_in_a_row >= st.max_failures:
         return f"{s.failures_in_a_row} trials failed in a row (max_failures={st.max_failures})"
+    if s.halted is not None:
+        return s.halted
     return ""
 
 
@@ -198,8 +250,13 @@ class StateBuilder:
         "failed",
         "failures_in_a_row",
         "finished",
+        "halted",
+        "last_rejection",
         "next_trial",
         "population",
+        "recent_failures",
+        "rejected",
+        "rejections",
         "results",
         "retry",
         "running",
@@ -224,7 +281,12 @@ class StateBuilder:
         self.failures_in_a_row = s.failures_in_a_row
         self.best = s.best
         self.finished = s.finished
+        self.halted = s.halted
         self.events = s.events
+        self.rejected = s.rejected
+        self.rejections: list[Rejection] = list(s.rejections)
+        self.last_rejection: Rejection | None = s.rejections[-1] if s.rejections else None
+        self.recent_failures: deque[FailureNote] = deque(s.recent_failures, maxlen=RECENT_FAILURES)
         self._pop_size = s.strategy.population_size if s.strategy else 0
         self._key = s.space.key if s.space else None
         self._maximize = s.strategy.maximize if s.strategy else True
@@ -257,24 +319,38 @@ class StateBuilder:
     def add_records(self, records: Iterable[tuple[Any, Any]]) -> None:
         """Fold in unpacked records ``(position, record tuple)`` — the fast replay path.
 
-        Each record is validated by :func:`~evoq.codec.check_record` (a bad one raises a
-        CodecError naming its position) without building an event object.
+        Each record is validated by :func:`~evoq.codec.check_record` without building an event
+        object; one that fails is rejected (:meth:`reject`), and the fold goes on.
         """
         table, handlers, check = _CHECKED_HANDLERS, _HANDLERS, check_record
         n = 0
         try:
             for pos, rec in records:
+                n += 1
                 try:
                     fast, handler = table[rec[0]]
                 except (KeyError, TypeError, IndexError):
                     fast = None
                 if fast is None or not fast(rec):
-                    rec = check(rec, offset=pos)
+                    try:
+                        rec = check(rec, offset=pos)
+                    except CodecError as exc:
+                        self.reject(pos, exc.reason)
+                        continue
                     handler = handlers[rec[0]]
-                handler(self, rec)
-                n += 1
+                try:
+                    handler(self, rec)
+                except InvalidLogError as exc:  # e.g. a trial event before any experiment_created
+                    self.reject(pos, str(exc))
         finally:
             self.events += n
+
+    def reject(self, position: Any, reason: str) -> None:
+        """Count a record that cannot be folded (and keep the first ones with their reason)."""
+        self.rejected += 1
+        self.last_rejection = Rejection(position, reason)
+        if len(self.rejections) < MAX_REJECTIONS_KEPT:
+            self.rejections.append(self.last_rejection)
 
     def freeze(self) -> State:
         """An immutable snapshot of the current state."""
@@ -293,7 +369,11 @@ class StateBuilder:
             failures_in_a_row=self.failures_in_a_row,
             best=self.best,
             finished=self.finished,
+            halted=self.halted,
             events=self.events,
+            rejected=self.rejected,
+            rejections=tuple(self.rejections),
+            recent_failures=tuple(self.recent_failures),
         )
 
     @property
@@ -324,7 +404,7 @@ class StateBuilder:
 
 def _live(b: StateBuilder) -> bool:
     if b.experiment is None:
-        raise InvalidLogError("the log does not start with an experiment_created record")
+        raise InvalidLogError("no experiment_created record before this one")
     return b.finished is None
 
 
@@ -387,7 +467,9 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
         return
     metric = r[4]
     if not isfinite(metric):
-        _count_failure(b, run, "invalid_metric")
+        message = f"returned a non-finite metric ({metric})"
+        b.recent_failures.append(_new(FailureNote, (r[2], r[3], "invalid_metric", r[6], message, r[7])))
+        _count_failure(b, run, "invalid_metric", message)
         return
     del b.running[r[2]]
     ind = _new(Individual, (run[0], run[2], metric))
@@ -399,13 +481,18 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
         b.best = ind
 
 
-def _count_failure(b: StateBuilder, run: Run, kind: str) -> None:
+def _count_failure(b: StateBuilder, run: Run, kind: str, message: str = "") -> None:
     del b.running[run.trial]
     b.failed[kind] = b.failed.get(kind, 0) + 1
     st = b.strategy
     assert st is not None
     if kind in INFRA_FAILURES and run.attempt + 1 < st.max_attempts:
         b.retry[run.trial] = run
+        return
+    if kind == "refused":
+        b.unsee(run.config)
+        first = message.strip().splitlines()[0][:300] if message.strip() else "no reason given"
+        b.halted = f"trial {run.trial} was refused by the workers {st.max_attempts} times; last: {first}"
         return
     b.failures_in_a_row += 1
     if st.on_failure == "worst":
@@ -422,12 +509,34 @@ def _on_failed(b: StateBuilder, r: tuple[Any, ...]) -> None:
     run = b.running.get(r[2])
     if run is None or run[1] != r[3]:
         return
-    _count_failure(b, run, r[4])
+    b.recent_failures.append(_new(FailureNote, (r[2], r[3], r[4], r[6], r[5], r[7])))
+    _count_failure(b, run, r[4], r[5])
 
 
 def _on_finished(b: StateBuilder, r: tuple[Any, ...]) -> None:
     if _live(b):
         b.finished = ExperimentFinished(*r[2:])
+        b.running.clear()  # the controller cancels what was in flight; late reports are ignored
+        b.retry.clear()
+
+
+def _on_extended(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    # (tag, v, cycles, reason, at)
+    if b.experiment is None:
+        _live(b)
+    st = b.strategy
+    assert st is not None
+    if r[2] <= st.cycles:
+        return
+    b.strategy = dataclasses.replace(st, cycles=r[2])
+    b.finished = None
+    b.halted = None
+    b.failures_in_a_row = 0
+
+
+def _on_progressed(b: StateBuilder, r: tuple[Any, ...]) -> None:
+    if b.experiment is None:
+        _live(b)
 
 
 _HANDLERS: dict[str, Callable[[StateBuilder, tuple[Any, ...]], None]] = {
@@ -437,6 +546,8 @@ _HANDLERS: dict[str, Callable[[StateBuilder, tuple[Any, ...]], None]] = {
     TAGS[TrialCompleted]: _on_completed,
     TAGS[TrialFailed]: _on_failed,
     TAGS[ExperimentFinished]: _on_finished,
+    TAGS[ExperimentExtended]: _on_extended,
+    TAGS[TrialProgressed]: _on_progressed,
 }
 _CHECKED_HANDLERS = {tag: (_FAST_CHECKS[tag], h) for tag, h in _HANDLERS.items()}
 _new = tuple.__new__

@@ -18,9 +18,10 @@ import redis
 from .codec import CodecError, decode
 from .errors import EvoqError
 from .events import Event
-from .filelog import FileLog, TornTailWarning
+from .filelog import FileLog, FrameError, TornTailWarning
 from .keys import EXPERIMENTS, Keys, check_name
 from .redislog import RedisLog
+from .reducer import InvalidLogError, State, StateBuilder
 
 EMBEDDED_DIR = ".evoq"
 
@@ -79,19 +80,43 @@ class Source:
                 raise SourceError(f"cannot read {self.label}: {exc.strerror or exc}") from None
         self.warnings.extend(str(w.message) for w in caught)
 
-    def events(self) -> list[Event]:
-        """Every event of the log, decoded.
+    def load(self) -> Loaded:
+        """Every event of the log and the state they fold to. A record the fold rejects
+        (garbled, foreign, of a newer schema, ...) is left out of the events and counted in the
+        state with its position and reason, exactly as the controller skips it.
 
         Raises:
-            SourceError: the log is empty, unreadable or holds a record evoq cannot decode.
+            SourceError: the log cannot be read, or a log file is damaged (its frames).
         """
+        b = StateBuilder()
+        events: list[Event] = []
         try:
-            events = [decode(data, offset=pos) for pos, data in self.entries()]
-        except CodecError as exc:
+            for pos, data in self.entries():
+                try:
+                    event = decode(data, offset=pos)
+                    b.add(event)
+                except CodecError as exc:
+                    b.events += 1
+                    b.reject(pos, exc.reason)
+                    continue
+                except InvalidLogError as exc:
+                    b.reject(pos, str(exc))
+                    continue
+                events.append(event)
+        except FrameError as exc:
             raise SourceError(f"{self.label}: {exc}") from None
-        if not events:
+        if b.events == 0:
             raise SourceError(f"{self.label} is empty")
-        return events
+        return Loaded(events, b.freeze(), self)
+
+
+@dataclass
+class Loaded:
+    """A log read in full: its events (rejected records left out), their state, the source."""
+
+    events: list[Event]
+    state: State
+    source: Source
 
 
 def file_source(path: Path) -> Source:

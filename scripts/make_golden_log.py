@@ -39,8 +39,9 @@ def main() -> None:
     state_path = args.out / f"{stem}.state.json"
     if (log_path.exists() or state_path.exists()) and not args.force:
         sys.exit(f"{log_path} exists: golden logs are never regenerated (use --force only before a release)")
-    strategy = Strategy(population_size=8, sample_size=3, cycles=40, on_failure="worst", max_attempts=2)
-    events = simulate(random.Random(7), strategy, seed=11, steps=400)
+    # every event type and enum value of the current schema should appear at least once
+    strategy = Strategy(population_size=8, sample_size=3, cycles=30, on_failure="worst", max_attempts=3)
+    events = simulate(random.Random(7), strategy, seed=11, steps=600, progress_rate=0.1, extend_to=40)
     args.out.mkdir(parents=True, exist_ok=True)
     log_path.unlink(missing_ok=True)
     FileLog(log_path).append([encode(e) for e in events])

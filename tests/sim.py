@@ -15,9 +15,11 @@ from evoq.events import (
     FAILURE_KINDS,
     Event,
     ExperimentCreated,
+    ExperimentExtended,
     ExperimentFinished,
     TrialCompleted,
     TrialFailed,
+    TrialProgressed,
     TrialStarted,
     TrialSubmitted,
 )
@@ -54,8 +56,16 @@ def simulate(
     workers: int = 4,
     fail_rate: float = 0.2,
     duplicate_rate: float = 0.1,
+    kinds: tuple[str, ...] = FAILURE_KINDS,
+    progress_rate: float = 0.0,
+    extend_to: int | None = None,
 ) -> list[Event]:
-    """Run up to ``steps`` scheduling steps; return the events in log order."""
+    """Run up to ``steps`` scheduling steps; return the events in log order.
+
+    ``kinds``: the failure kinds drawn; ``progress_rate``: how often a running trial reports an
+    intermediate result; ``extend_to``: once the experiment finishes, extend it to this many
+    cycles (once) and go on.
+    """
     b = StateBuilder()
     events: list[Event] = []
     terminal: list[Event] = []
@@ -68,6 +78,11 @@ def simulate(
     t = 0.0
     for _ in range(steps):
         t += 1.0
+        if b.status != "running" and extend_to is not None and b.strategy and extend_to > b.strategy.cycles:
+            if b.finished is None:
+                emit(ExperimentFinished(b.status, finish_reason(b), t))
+            emit(ExperimentExtended(extend_to, "more budget", t))
+            continue
         if b.status != "running":
             break
         if len(b.running) < workers and rng.random() < 0.6:
@@ -85,9 +100,12 @@ def simulate(
         if run.worker is None and rng.random() < 0.7:
             emit(TrialStarted(trial, run.attempt, f"w{rng.randrange(workers)}", t))
             continue
+        if run.worker is not None and rng.random() < progress_rate:
+            emit(TrialProgressed(trial, run.attempt, rng.randrange(100), rng.random(), t))
+            continue
         e: Event
         if rng.random() < fail_rate:
-            e = TrialFailed(trial, run.attempt, rng.choice(FAILURE_KINDS), "boom", "w0", t)
+            e = TrialFailed(trial, run.attempt, rng.choice(kinds), "boom", "w0", t)
         else:
             e = TrialCompleted(trial, run.attempt, objective(dict(run.config)), 1.0, "w0", t)
         terminal.append(e)

@@ -9,9 +9,11 @@ from evoq.events import (
     FINISH_STATUSES,
     PHASES,
     ExperimentCreated,
+    ExperimentExtended,
     ExperimentFinished,
     TrialCompleted,
     TrialFailed,
+    TrialProgressed,
     TrialStarted,
     TrialSubmitted,
 )
@@ -39,4 +41,6 @@ events = st.one_of(
     st.builds(TrialCompleted, ints, ints, floats, floats, text, floats),
     st.builds(TrialFailed, ints, ints, st.sampled_from(FAILURE_KINDS), text, text, floats),
     st.builds(ExperimentFinished, st.sampled_from(FINISH_STATUSES), text, floats),
+    st.builds(ExperimentExtended, ints, text, floats),
+    st.builds(TrialProgressed, ints, ints, ints, floats, floats),
 )

@@ -1,17 +1,29 @@
-"""A job class that runs nothing but evoq's trial entry.
+"""A job class that runs nothing but evoq's trial entry, and uses no RQ feature evoq did not set.
 
 ``rq worker --job-class workers.job.EvoqJob`` makes a worker refuse, before anything is
-imported, any job whose function is not :data:`ALLOWED_FUNCTIONS`, that names an instance to
-call a method on, or that carries success/failure/stopped callbacks. The job then fails with the
-reason; no code named by the job runs. (A data-only serializer alone would not stop this: RQ
-imports whatever function path a job names.)
+imported, run or sent, any job that is not exactly what evoq's controller enqueues:
+
+* the function must be :data:`ALLOWED_FUNCTIONS` (``workers.trial.run_trial``), with no
+  instance, one positional argument — a payload :func:`workers.payload.parse_payload` accepts,
+  whose run's job id is this job's id — and no keyword arguments;
+* the job hash may hold only the fields RQ writes for such a job (:data:`HASH_FIELDS`); callback
+  names and the group id must be empty; webhooks, callbacks, dependencies, retries, repeats,
+  rate limits, a job TTL, ``at_front`` and meta are refused, as is any field RQ does not write;
+* the job's origin must be one of the worker's queues (``EVOQ_QUEUES``, set by ``evoq worker``).
+
+Whatever a refused job carries is also *neutralized* when it is loaded: webhooks, callbacks,
+dependencies, retries and repeats are dropped, so the worker fails the job without sending a
+request, enqueueing a dependent or retrying it. (A data-only serializer alone would not stop any
+of this: RQ imports whatever function path a job names, and acts on the hash's fields.)
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rq.job import Job
+from rq.utils import decode_redis_hash
 
 # Imported here, in `rq worker`'s main process (which loads this module as --job-class), so that a
 # forking Worker's work horses inherit evoq instead of importing it again for every job (~18 ms of
@@ -20,37 +32,102 @@ from rq.job import Job
 import workers.trial  # noqa: F401
 from evoq.errors import EvoqError
 
+from .payload import PayloadError, parse_payload
+
 ALLOWED_FUNCTIONS = frozenset({"workers.trial.run_trial"})
+QUEUES_VAR = "EVOQ_QUEUES"
+
+HASH_FIELDS = frozenset({
+    "status", "created_at", "data", "origin", "description", "enqueued_at", "timeout",
+    "result_ttl", "failure_ttl", "started_at", "ended_at", "last_heartbeat", "worker_name",
+    "exc_info", "result", "success_callback_name", "failure_callback_name",
+    "stopped_callback_name", "group_id",
+})  # fmt: skip
+"""Fields of an evoq job's hash, as RQ writes them over the job's life."""
+MUST_BE_EMPTY = ("success_callback_name", "failure_callback_name", "stopped_callback_name", "group_id")
+MAX_HASH_FIELDS = 64
 
 
 class RefusedJobError(EvoqError):
-    """The job names code this worker will not run."""
+    """The job is not one evoq's controller enqueued; this worker will not run it."""
+
+
+def hash_refusal(fields: dict[str, Any], origin: str) -> str | None:
+    """Why a job hash is not one evoq writes (None when it is)."""
+    if len(fields) > MAX_HASH_FIELDS:
+        return f"the job hash has {len(fields)} fields"
+    unknown = sorted(k for k in fields if k not in HASH_FIELDS)
+    if unknown:
+        shown = ", ".join(repr(k)[:40] for k in unknown[:5])
+        return f"the job carries RQ features evoq does not use ({shown})"
+    filled = [k for k in MUST_BE_EMPTY if fields.get(k)]
+    if filled:
+        return f"the job carries RQ features evoq does not use ({', '.join(filled)})"
+    queues = [q for q in os.environ.get(QUEUES_VAR, "").split(",") if q]
+    if queues and origin not in queues:
+        return f"the job's origin queue {origin!r:.60} is not one of this worker's queues {queues}"
+    return None
 
 
 class EvoqJob(Job):
-    """An RQ job restricted to evoq's trial entry, without callbacks."""
+    """An RQ job restricted to evoq's trial entry, with no RQ feature evoq does not set."""
+
+    _evoq_refusal: str | None = None
+
+    def restore(self, raw_data: Any) -> Any:
+        """Load the job hash, note why it must not run (if so), and drop every feature evoq does
+        not use, whatever the hash said."""
+        result = super().restore(raw_data)
+        self._evoq_refusal = hash_refusal(decode_redis_hash(raw_data), self.origin)
+        self.webhooks = []
+        self._success_callback_name = self._failure_callback_name = self._stopped_callback_name = None
+        self._dependency_ids = []
+        self.allow_dependency_failures = None
+        self.retries_left = None
+        self.retry_intervals = None
+        self.number_of_retries = None
+        self.enqueue_at_front_on_retry = False
+        self.repeats_left = None
+        self.repeat_intervals = None
+        self.rate_limit_key = None
+        self.rate_limit_concurrency = None
+        self.group_id = None
+        return result
 
     def refusal(self) -> str | None:
         """Why this job must not run, or None when it may."""
-        name = self.func_name
+        if self._evoq_refusal is not None:
+            return self._evoq_refusal
+        try:
+            name, instance, args, kwargs = self.func_name, self.instance, self.args, self.kwargs
+        except Exception as exc:  # the serializer or RQ could not read the job's data
+            return f"the job's data cannot be read ({type(exc).__name__})"
         if name not in ALLOWED_FUNCTIONS:
-            return f"job function {name!r} is not allowed (only {', '.join(sorted(ALLOWED_FUNCTIONS))})"
-        if self.instance is not None:
+            return f"job function {name!r:.80} is not allowed (only {', '.join(sorted(ALLOWED_FUNCTIONS))})"
+        if instance is not None:
             return "jobs calling a method of an instance are not allowed"
-        names = (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name)
-        if any(names):
-            return f"job callbacks are not allowed (got {[n for n in names if n]})"
+        if kwargs or not isinstance(args, list | tuple) or len(args) != 1:
+            return "the job must have exactly one positional argument (evoq's payload)"
+        try:
+            payload = parse_payload(args[0])
+        except PayloadError as exc:
+            return str(exc)
+        if payload.job_id != self.id:
+            return f"job id {self.id!r:.80} is not the id of the run its payload names ({payload.job_id})"
         return None
 
     @property
     def func(self) -> Any:
-        """The job's function, after the allowlist check."""
+        """The job's function, after the checks."""
         why = self.refusal()
         if why is not None:
             raise RefusedJobError(f"evoq worker refused job {self.id}: {why}")
         return super().func
 
-    # Callbacks never run, whatever the job says: refusal() fails such a job before it starts.
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        """Never: evoq jobs have no webhooks."""
+
+    # Callbacks never run, whatever the job says.
     @property
     def success_callback(self) -> None:
         return None

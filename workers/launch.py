@@ -96,7 +96,7 @@ def worker_command(
     ]  # fmt: skip
     if burst:
         argv.append("--burst")
-    env = {URL_VAR: named_url(url, name)}
+    env = {URL_VAR: named_url(url, name), "EVOQ_QUEUES": ",".join(queues)}
     if allow:
         env["EVOQ_ALLOW"] = ",".join(allow)
     return WorkerCommand([*argv, *queues], env, name)

@@ -1,9 +1,13 @@
 """Worker-side settings, read from the environment of the ``rq worker`` process.
 
 ``EVOQ_ALLOW``
-    Comma-separated fnmatch patterns of the trial functions (``module:function``) this worker
-    may run, e.g. ``EVOQ_ALLOW="mypkg.train:*,evoq.examples.*"``. A trial outside them fails
-    with a clear reason and nothing is imported. Default: evoq's bundled examples only.
+    Comma-separated patterns of the trial functions this worker may run (see
+    :mod:`evoq.loader` for what a pattern matches), e.g. ``EVOQ_ALLOW="mypkg.train:train"``.
+    A trial outside them is reported as ``refused`` and nothing is imported. Default: evoq's
+    bundled examples only (``evoq.examples.*``).
+``EVOQ_QUEUES``
+    Comma-separated queues this worker listens on (``evoq worker`` sets it): a job whose origin
+    is another queue is refused.
 ``EVOQ_HEARTBEAT_INTERVAL``
     Seconds between refreshes of a running trial's heartbeat key (default: a quarter of the
     TTL the controller asks for).
@@ -13,14 +17,20 @@ from __future__ import annotations
 
 import os
 
+from evoq.loader import Allowlist, TrialLoadError, parse_allow
+
 DEFAULT_ALLOW = ("evoq.examples.*",)
 
 
-def allow_patterns() -> tuple[str, ...]:
-    """The trial-function allowlist of this worker process."""
+def allowlist() -> Allowlist:
+    """The trial-function allowlist of this worker process (a malformed pattern admits nothing
+    and names itself in every refusal)."""
     raw = os.environ.get("EVOQ_ALLOW", "")
-    patterns = tuple(p.strip() for p in raw.split(",") if p.strip())
-    return patterns or DEFAULT_ALLOW
+    entries = [p.strip() for p in raw.split(",") if p.strip()] or list(DEFAULT_ALLOW)
+    try:
+        return parse_allow(entries)
+    except TrialLoadError as exc:
+        return Allowlist((), error=str(exc))
 
 
 def heartbeat_interval(ttl: float) -> float:

@@ -5,6 +5,13 @@ horse is killed), so this function appends ``TrialStarted`` and then exactly one
 ``TrialCompleted`` / ``TrialFailed`` to the experiment's stream. While the trial runs, a thread
 keeps the run's heartbeat key alive with a TTL; the controller declares the run lost when the
 key expires.
+
+Before anything runs, the payload is checked (:mod:`workers.payload`), the job id must be the
+run's, and the experiment must exist: its creation record gives the schema version the worker
+writes in, so a newer worker never writes a record an older controller cannot read. A trial the
+worker's allowlist refuses, or cannot import, is reported as ``refused`` (the controller runs it
+again, elsewhere) — nothing is imported for a refused path. Messages are cut to
+:data:`MAX_MESSAGE` characters: no record is ever over the codec's size limit.
 """
 
 from __future__ import annotations
@@ -14,25 +21,30 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Mapping
 from typing import Any
 
+import msgpack
 import redis
 from rq import get_current_job
 from rq.exceptions import ShutDownImminentException
 from rq.timeouts import BaseTimeoutException
 
-from evoq.codec import encode
-from evoq.events import Event, TrialCompleted, TrialFailed, TrialStarted
-from evoq.keys import Keys
-from evoq.loader import TrialLoadError, allowed, load_trial
+from evoq.codec import MSGPACK_UNPACK, SCHEMA_VERSION, TAGS, encode
+from evoq.events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialStarted
+from evoq.keys import STREAM_FIELD, Keys
+from evoq.loader import Allowlist, TrialLoadError, load_trial
 from evoq.metric import InvalidMetricError, parse_metric
 from evoq.redislog import RedisLog
 
-from .settings import allow_patterns, heartbeat_interval
+from .payload import PAYLOAD_VERSION, PayloadError, make_payload, parse_payload
+from .settings import allowlist, heartbeat_interval
 
-PAYLOAD_VERSION = 1
+__all__ = ["PAYLOAD_VERSION", "Heartbeat", "execute", "make_payload", "run_trial"]
+
 _TRACEBACK_LINES = 12
+MAX_MESSAGE = 8192
+"""Characters of a failure message kept (the tail of a traceback is what matters)."""
+MAX_WORKER_NAME = 200
 
 
 class Heartbeat:
@@ -63,41 +75,32 @@ class Heartbeat:
             self.conn.delete(self.key)
 
 
-def make_payload(
-    experiment: str, trial: int, attempt: int, config: Mapping[str, Any], fn: str, heartbeat_ttl: float
-) -> dict[str, Any]:
-    """The job argument for :func:`run_trial` (plain data: msgpack-serializable)."""
-    return {
-        "v": PAYLOAD_VERSION,
-        "experiment": experiment,
-        "trial": trial,
-        "attempt": attempt,
-        "config": dict(config),
-        "fn": fn,
-        "heartbeat_ttl": heartbeat_ttl,
-    }
-
-
 def _short_traceback(exc: BaseException) -> str:
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     text = "".join(lines).rstrip().splitlines()
     return "\n".join(text[-_TRACEBACK_LINES:])
 
 
-def execute(fn: str, config: dict[str, Any], patterns: tuple[str, ...]) -> tuple[str, Any]:
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut to ``limit`` characters, keeping its first line and its end."""
+    if len(message) <= limit:
+        return message
+    first = message.split("\n", 1)[0][: limit // 4]
+    tail = message[-(limit - len(first) - 40) :]
+    return f"{first}\n... ({len(message) - len(first) - len(tail)} characters cut) ...\n{tail}"
+
+
+def execute(fn: str, config: dict[str, Any], allow: Allowlist) -> tuple[str, Any]:
     """Run one trial function: ``("completed", metric)`` or ``(failure kind, message)``.
 
-    Exceptions that stop the job (timeouts, imminent shutdown) propagate to the caller.
+    A path the allowlist refuses, or that does not load, gives ``("refused", reason)`` (for a
+    refused path nothing is imported). Exceptions that stop the job (timeouts, imminent
+    shutdown) propagate to the caller.
     """
-    if not allowed(fn, patterns):
-        return "error", (
-            f"trial function {fn!r} is not in this worker's allowlist {list(patterns)} "
-            "(set EVOQ_ALLOW or pass --allow to evoq worker)"
-        )
     try:
-        func = load_trial(fn)
+        func = load_trial(fn, allow)
     except TrialLoadError as exc:
-        return "error", str(exc)
+        return "refused", f"{exc} (worker allowlist: {allow or 'empty'}; set EVOQ_ALLOW or --allow)"
     try:
         result = func(config)
     except (BaseTimeoutException, ShutDownImminentException):
@@ -110,33 +113,59 @@ def execute(fn: str, config: dict[str, Any], patterns: tuple[str, ...]) -> tuple
         return "invalid_metric", f"{fn} {exc}"
 
 
-def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
+def experiment_version(conn: redis.Redis, keys: Keys) -> int | None:
+    """The schema version of the experiment's creation record (the stream's first entry), or
+    None when the stream holds no readable ``experiment_created`` record."""
+    first: Any = conn.xrange(keys.stream, count=1)
+    if not first:
+        return None
+    data = first[0][1].get(STREAM_FIELD) if isinstance(first[0][1], dict) else None
+    if not isinstance(data, bytes):
+        return None
+    try:
+        rec = msgpack.unpackb(data, **MSGPACK_UNPACK)
+    except Exception:  # a garbled first record: no experiment to report to
+        return None
+    if not (isinstance(rec, tuple) and len(rec) > 1 and rec[0] == TAGS[ExperimentCreated]):
+        return None
+    version = rec[1]
+    return min(version, SCHEMA_VERSION) if type(version) is int and version >= 1 else None
+
+
+def run_trial(payload: Any) -> dict[str, Any]:
     """RQ job entry: run one trial run and append its events. Returns a small summary."""
-    if not isinstance(payload, dict) or payload.get("v") != PAYLOAD_VERSION:
-        raise ValueError(f"not an evoq trial payload of version {PAYLOAD_VERSION}")
+    try:
+        p = parse_payload(payload)
+    except PayloadError as exc:
+        raise ValueError(f"not an evoq trial payload: {exc}") from None
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_trial must run inside an RQ worker")
+    if job.id != p.job_id:
+        raise ValueError(f"job {job.id!r:.80} does not carry the run it names ({p.job_id})")
     conn: redis.Redis = job.connection
-    keys = Keys(str(payload["experiment"]))
-    trial, attempt = int(payload["trial"]), int(payload["attempt"])
-    fn, config = str(payload["fn"]), dict(payload["config"])
-    worker = job.worker_name or socket.gethostname()
+    keys = p.keys
+    version = experiment_version(conn, keys)
+    if version is None:
+        raise ValueError(f"experiment {p.experiment!r} has no readable creation record in this Redis")
+    worker = (job.worker_name or socket.gethostname())[:MAX_WORKER_NAME]
     log = RedisLog(conn, keys)
+    trial, attempt = p.trial, p.attempt
 
     def report(event: Event) -> None:
-        log.append([encode(event)])
+        log.append([encode(event, version=version)])
 
     report(TrialStarted(trial, attempt, worker, time.time()))
-    beat = Heartbeat(conn, keys.heartbeat(trial, attempt), float(payload["heartbeat_ttl"]), worker).start()
+    beat = Heartbeat(conn, keys.heartbeat(trial, attempt), p.heartbeat_ttl, worker).start()
     t0 = time.monotonic()
     try:
-        kind, value = execute(fn, config, allow_patterns())
+        kind, value = execute(p.fn, p.config, allowlist())
     except BaseTimeoutException as exc:
-        report(TrialFailed(trial, attempt, "timeout", f"{exc}", worker, time.time()))
+        report(TrialFailed(trial, attempt, "timeout", clip(f"{exc}"), worker, time.time()))
         raise
     except ShutDownImminentException as exc:
-        report(TrialFailed(trial, attempt, "preempted", f"worker shutting down: {exc}", worker, time.time()))
+        message = clip(f"worker shutting down: {exc}")
+        report(TrialFailed(trial, attempt, "preempted", message, worker, time.time()))
         raise
     finally:
         beat.stop()
@@ -144,5 +173,5 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "completed":
         report(TrialCompleted(trial, attempt, value, duration, worker, time.time()))
         return {"trial": trial, "attempt": attempt, "metric": value}
-    report(TrialFailed(trial, attempt, kind, value, worker, time.time()))
+    report(TrialFailed(trial, attempt, kind, clip(str(value)), worker, time.time()))
     return {"trial": trial, "attempt": attempt, "failed": kind}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from evoq.codec import CorruptRecordError, encode
+from evoq.codec import CorruptRecordError, decode, encode
 from evoq.events import TrialStarted
 from evoq.keys import Keys
 from evoq.log import read_events
@@ -41,10 +41,12 @@ def test_wait_blocks_until_new_entries(real_server):
 def test_foreign_stream_entries_are_reported_with_their_id(real_server):
     client = real_server.client()
     keys = Keys("foreign")
-    entry = client.xadd(keys.stream, {"not-e": "x"})
+    entry = client.xadd(keys.stream, {"not-e": "x"}).decode()
+    ((pos, record),) = list(RedisLog(client, keys).read())
+    assert pos == entry
     with pytest.raises(CorruptRecordError, match="no 'e' field") as info:
-        list(RedisLog(client, keys).read())
-    assert info.value.offset == entry.decode()
+        decode(record, offset=pos)
+    assert info.value.offset == entry and entry in str(info.value)
 
 
 def test_keys_are_hash_tagged_and_names_checked():

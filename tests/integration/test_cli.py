@@ -20,7 +20,8 @@ SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
 
 
 STATE_KEYS = {"name", "status", "reason", "completed", "results", "cycles", "failed", "failed_by_kind",
-              "running", "next_trial", "events", "population", "best"}  # fmt: skip
+              "running", "next_trial", "events", "population", "best", "failures", "in_flight",
+              "rejected", "rejections"}  # fmt: skip
 
 
 def test_run_embedded_then_every_command(tmp_path):

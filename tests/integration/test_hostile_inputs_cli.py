@@ -39,7 +39,9 @@ def test_foreign_contents_under_evoq_keys(tmp_path):
         client.delete("evoq:{x}:events")
         client.xadd("evoq:{x}:events", {"e": b"\x93garbage"})
         one_line_error(
-            evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path), "offset"
+            evoq("run", str(spec), "--redis-url", server.url, "--no-progress", cwd=tmp_path),
+            "no readable experiment_created record",
+            "not a msgpack record",
         )
         client.delete("evoq:{x}:events")
         client.xadd("evoq:{x}:events", {"e": msgpack.packb(["experiment_created", SCHEMA_VERSION + 1, "x"])})

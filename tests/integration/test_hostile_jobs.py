@@ -80,6 +80,6 @@ def test_job_with_callbacks_is_refused_and_callbacks_never_run(cluster):
         on_failure=Callback("tests.trials.mark"),
     )
     j = ended(cluster, job.id)
-    assert j.get_status() == JobStatus.FAILED and "callbacks are not allowed" in exc_text(j)
+    assert j.get_status() == JobStatus.FAILED and "RQ features evoq does not use" in exc_text(j)
     time.sleep(0.5)
     assert not cluster.marker.exists()
