@@ -1,15 +1,26 @@
 """Least-privilege Redis ACL users for evoq's workers and controller (``evoq acl``).
 
-The *worker* user can do what ``rq worker`` and evoq's trial runner need — take jobs, move them
-through RQ's registries, listen for RQ's commands, append events to the experiments' logs and
-keep their heartbeat keys — and nothing else: no access to a controller's lease or fence keys, to
-the list of experiments or to other keys; no admin commands (FLUSHALL, CONFIG, KEYS, DEBUG,
-SCRIPT, CLIENT LIST, ...). With ``experiment`` set to a name, it may report to that experiment
-only. The *controller* user may use its experiments' keys and RQ's, and the few server commands
-the controller needs (CLIENT LIST to count live workers, script loading for its lease scripts).
+The *worker* user can do what ``rq worker`` and evoq's trial runner need and nothing else:
 
-Passwords are left to the operator (``>password`` in the printed lines is a placeholder to
-replace; or use ``#<sha256>``).
+* on RQ's keys (``rq:*``) and channels (``rq:*``: the workers' command channels), the data
+  commands of the read, write, list, hash, set, sorted-set, stream, string, keyspace, pub/sub,
+  scripting and blocking categories — RQ's queues, job hashes, registries, results and its own
+  Lua scripts;
+* on an experiment's log (``evoq:{NAME}:events``) only XADD and XRANGE/XREVRANGE (append its
+  outcomes, read the creation record), and on the heartbeat keys (``evoq:{NAME}:hb:*``) only SET
+  and DEL — through ACL selectors, so a worker cannot delete or rewrite a log;
+* nothing else: no controller lease or fence keys, no list of experiments, no other key, and no
+  server command (FLUSHALL, CONFIG, KEYS, SCAN, DEBUG, SCRIPT, INFO, CLIENT LIST, ...). RQ copes
+  with the last two (it then assumes an older server and dequeues with BLPOP, which evoq's
+  liveness check allows for).
+
+With an experiment name, the worker may report to that experiment only (``*``: any). The
+*controller* user may use its experiments' keys (``evoq:{NAME}:*``), the experiment index and
+RQ's keys, publish RQ's stop-job commands, list clients (to count live workers) and load its
+Lua scripts; no admin or dangerous command else.
+
+Passwords are left to the operator: replace ``>CHANGE-ME-...`` in the printed lines (or use
+``#<sha256 hex>``).
 """
 
 from __future__ import annotations
@@ -17,48 +28,51 @@ from __future__ import annotations
 from .keys import EXPERIMENTS, check_name
 
 WORKER_COMMANDS = (
-    # connection and transactions
-    "+ping", "+echo", "+select", "+hello", "+auth", "+client|setname", "+client|getname", "+client|id",
-    "+multi", "+exec", "+discard", "+watch", "+unwatch",
-    # RQ's keys: queues, job hashes, registries, results, workers, pub/sub commands
     "+@read", "+@write", "+@list", "+@hash", "+@set", "+@sortedset", "+@stream", "+@string",
-    "+@keyspace", "+@pubsub", "+@scripting", "+@blocking", "+time",
-    # nothing that administers or scans the server, even where a category above includes it
-    "-@admin", "-@dangerous", "-script", "-flushall", "-flushdb", "-keys", "-scan", "-config", "-debug",
-    "-shutdown", "-migrate", "-restore", "-sort", "-sort_ro", "-eval_ro", "-evalsha_ro",
-    "+script|exists", "+evalsha", "+eval",
+    "+@keyspace", "+@pubsub", "+@scripting", "+@blocking", "+@transaction", "+@connection",
+    "-@admin", "-@dangerous", "-script", "-sort", "-sort_ro", "-scan", "-keys", "-migrate", "-restore",
+    "+evalsha", "+eval", "+script|exists", "+client|setname", "+client|getname", "+client|id",
 )  # fmt: skip
-"""Command rules of the worker user (rq's own Lua scripts need EVAL/EVALSHA; SCRIPT LOAD is not
-needed: redis-py falls back to EVAL... no: rq's Script objects do use SCRIPT LOAD, see below)."""
-
-
-def worker_keys(experiment: str) -> list[str]:
-    """Key patterns of the worker user."""
-    tag = "*" if experiment == "*" else check_name(experiment)
-    return ["~rq:*", f"~evoq:{{{tag}}}:events", f"~evoq:{{{tag}}}:hb:*", "&rq:*"]
-
-
-def controller_keys(experiment: str) -> list[str]:
-    """Key patterns of the controller user."""
-    tag = "*" if experiment == "*" else check_name(experiment)
-    return ["~rq:*", f"~evoq:{{{tag}}}:*", f"~{EXPERIMENTS}", "&rq:*"]
-
+"""Command rules of the worker user on RQ's keys."""
 
 CONTROLLER_COMMANDS = (
     "+@all", "-@dangerous", "-@admin",
     "+client|list", "+client|setname", "+client|getname", "+client|id", "+script|load", "+script|exists",
-    "-flushall", "-flushdb", "-keys", "-config", "-debug", "-shutdown",
 )  # fmt: skip
+"""Command rules of the controller user."""
 
 
-def acl_rules(experiment: str, queue: str, *, worker_user: str, controller_user: str) -> list[str]:
-    """``ACL SETUSER`` lines for the two users (see the module docstring)."""
-    del queue  # RQ's keys all live under rq:*, whatever the queue
-    worker = ["on", ">CHANGE-ME-worker-password", "resetkeys", "resetchannels", *worker_keys(experiment),
-              "-@all", *WORKER_COMMANDS]  # fmt: skip
-    controller = ["on", ">CHANGE-ME-controller-password", "resetkeys", "resetchannels",
-                  *controller_keys(experiment), "-@all", *CONTROLLER_COMMANDS]  # fmt: skip
+def _tag(experiment: str) -> str:
+    return "*" if experiment == "*" else check_name(experiment)
+
+
+def worker_rules(experiment: str) -> list[str]:
+    """The ACL rules (after the password) of the worker user."""
+    tag = _tag(experiment)
     return [
-        f"ACL SETUSER {worker_user} {' '.join(worker)}",
-        f"ACL SETUSER {controller_user} {' '.join(controller)}",
+        "resetkeys", "resetchannels", "-@all", "~rq:*", "&rq:*", *WORKER_COMMANDS,
+        f"(~evoq:{{{tag}}}:events +xadd +xrange +xrevrange)",
+        f"(~evoq:{{{tag}}}:hb:* +set +del)",
+    ]  # fmt: skip
+
+
+def controller_rules(experiment: str) -> list[str]:
+    """The ACL rules (after the password) of the controller user."""
+    tag = _tag(experiment)
+    return [
+        "resetkeys", "resetchannels", "-@all", "~rq:*", f"~evoq:{{{tag}}}:*", f"~{EXPERIMENTS}", "&rq:*",
+        *CONTROLLER_COMMANDS,
+    ]  # fmt: skip
+
+
+def acl_rules(experiment: str, *, worker_user: str, controller_user: str) -> list[str]:
+    """``ACL SETUSER`` lines for the two users, ready for ``redis-cli`` (selectors quoted)."""
+
+    def line(user: str, password: str, rules: list[str]) -> str:
+        args = [f'"{r}"' if " " in r else r for r in rules]
+        return " ".join(["ACL SETUSER", user, "on", password, *args])
+
+    return [
+        line(worker_user, ">CHANGE-ME-worker-password", worker_rules(experiment)),
+        line(controller_user, ">CHANGE-ME-controller-password", controller_rules(experiment)),
     ]

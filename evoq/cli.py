@@ -817,16 +817,22 @@ def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None
     show_default=True,
     help="Experiment the worker user may report to ('*': any).",
 )
-@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="The workers' queue.")
 @click.option("--worker-user", default="evoq-worker", show_default=True, help="ACL user of the workers.")
 @click.option(
     "--controller-user", default="evoq-controller", show_default=True, help="ACL user of the controller."
 )
-def acl(name: str, queue: str, worker_user: str, controller_user: str) -> None:
+def acl(name: str, worker_user: str, controller_user: str) -> None:
     """Print Redis ACL rules for least-privilege workers and controller (see README, Security model)."""
     from .acl import acl_rules
 
-    click.echo("\n".join(acl_rules(name, queue, worker_user=worker_user, controller_user=controller_user)))
+    if name != "*":
+        from .keys import check_name
+
+        try:
+            check_name(name)
+        except ValueError as exc:
+            fail(str(exc))
+    click.echo("\n".join(acl_rules(name, worker_user=worker_user, controller_user=controller_user)))
 
 
 if __name__ == "__main__":

@@ -367,11 +367,11 @@ class Controller:
             return
         wanted = int(self.experiment.strategy.get("cycles", st.cycles))
         if wanted < st.cycles:
-            self.lease.release()
-            raise ExperimentMismatchError(
-                f"experiment {self.experiment.name!r} in {self.opts.backend} has cycles={st.cycles}; "
-                f"cycles={wanted} would shrink it (a budget is only ever raised)"
-            )
+            log.warning(
+                "experiment %r has cycles=%d (extended before); cycles=%d would lower it, and a budget "
+                "is only ever raised: running to %d",
+                self.experiment.name, st.cycles, wanted, st.cycles,
+            )  # fmt: skip
         if wanted > st.cycles:
             event = ExperimentExtended(wanted, f"cycles raised from {st.cycles} to {wanted}", self.clock())
             current = self.state.strategy
@@ -512,30 +512,45 @@ class Controller:
             self.stop_jobs(in_flight)
         return self.state.finished is not None
 
-    def stop_jobs(self, runs: list[Run]) -> int:
+    def stop_jobs(self, runs: list[Run], *, recheck: float = 1.0) -> int:
         """Cancel the queued jobs of ``runs`` and tell the workers running the others to stop
-        them (rq's stop-job command); return how many were reached. Best effort: a job that
-        already ended, or a worker that does not listen (SimpleWorker), is left alone."""
-        reached = 0
+        them (rq's stop-job command); return how many were reached.
+
+        A worker may take a job off the queue just as it is cancelled and start it anyway: the
+        cancelled jobs are looked at again after ``recheck`` seconds, and any that started is
+        stopped. Best effort: a job that already ended, or a worker that does not listen
+        (SimpleWorker), is left alone; its report is ignored, the experiment having ended.
+        """
+        reached, cancelled = 0, []
         for r in runs:
             job_id = self.keys.job_id(r.trial, r.attempt)
-            try:
-                job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
-                status = job.get_status(refresh=False)
-                if status in ("queued", "deferred", "scheduled"):
-                    job.cancel()
-                elif status == "started" and job.worker_name:
-                    send_stop_job_command(self.client, job_id, serializer=SERIALIZER)
-                else:
-                    continue
-                reached += 1
-            except (NoSuchJobError, InvalidJobOperation):
-                continue
-            except redis.RedisError as exc:
-                log.warning("could not stop job %s: %s", job_id, exc)
+            outcome = self._stop_job(job_id)
+            reached += outcome is not None
+            if outcome == "canceled":
+                cancelled.append(job_id)
+        if cancelled and recheck > 0:
+            time.sleep(recheck)
+            for job_id in cancelled:
+                self._stop_job(job_id, cancel=False)
         if reached:
             log.info("experiment %r ended: stopped %d of its jobs", self.experiment.name, reached)
         return reached
+
+    def _stop_job(self, job_id: str, *, cancel: bool = True) -> str | None:
+        try:
+            job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
+            status = job.get_status(refresh=False)
+            if cancel and status in ("queued", "deferred", "scheduled"):
+                job.cancel()
+                return "canceled"
+            if status == "started" and job.worker_name:
+                send_stop_job_command(self.client, job_id, serializer=SERIALIZER)
+                return "stopped"
+        except (NoSuchJobError, InvalidJobOperation):
+            return None
+        except redis.RedisError as exc:
+            log.warning("could not stop job %s: %s", job_id, exc)
+        return None
 
     def step(self) -> bool:
         """One round: renew, check runs, submit, then block for new events. True when finished."""
@@ -592,6 +607,8 @@ class Controller:
                         break
             if opened and not broken and self.opts.preempt_on_stop and self.state.finished is None:
                 self.preempt_in_flight("interrupted by the user")
+            if opened and self.on_progress is not None:
+                self.on_progress(self.state)  # the final state (a finishing step returns before it)
         finally:
             self.lease.release()
         return self.state.freeze()

@@ -1,4 +1,11 @@
-"""``evoq plot``: every trial's metric and the best so far, by trial number and by wall clock."""
+"""``evoq plot``: every trial's metric and the best so far, by trial number and by wall clock.
+
+Completed trials are dots (members of the final population highlighted), the best so far a line;
+failed runs are marked along the bottom (or top, when minimizing) with their kind, so a streak
+of failures is seen where it happened. The metric axis is logarithmic when the metrics are all
+positive and span more than two decades; the time axis is in seconds, minutes or hours,
+whichever reads best.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,38 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .events import Event
+from .events import Event, TrialFailed
 from .reducer import StateBuilder
-from .report import trial_rows
+from .report import TrialRow, trial_rows
+
+_FAILURE_MARKS = {
+    "error": "x",
+    "invalid_metric": "1",
+    "timeout": "v",
+    "lost": "s",
+    "preempted": "p",
+    "refused": "D",
+}
+
+
+def time_unit(span_s: float) -> tuple[float, str]:
+    """``(divisor, label)`` of a time axis covering ``span_s`` seconds."""
+    if span_s < 300:
+        return 1.0, "seconds"
+    if span_s < 3 * 3600:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
+
+
+def log_scale(values: Sequence[float]) -> bool:
+    """Whether a metric axis should be logarithmic: all positive, spanning > 2 decades."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
 
 
 def plot(events: Sequence[Event], output: str | Path) -> Path:
-    """Write a PNG with two panels: metrics against trial number (population members marked, best
-    so far as a line) and against wall-clock time since the experiment started."""
+    """Write a PNG with two panels: metrics against trial number and against wall-clock time
+    since the experiment started (see the module docstring)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,45 +55,62 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
     exp, st = b.experiment, b.strategy
     if exp is None or st is None:
         raise ValueError("the log has no experiment_created record")
-    rows = sorted(
-        (r for r in trial_rows(events).values() if r.status == "completed" and r.metric is not None),
-        key=lambda r: r.trial,
+    rows = trial_rows(events)
+    done = sorted(
+        (r for r in rows.values() if r.status == "completed" and r.metric is not None), key=lambda r: r.trial
     )
+    failures = [e for e in events if isinstance(e, TrialFailed)]
     members = {ind.trial for ind in b.population}
     t0 = min((e.at for e in events if e.at), default=0.0)
+    t_end = max((e.at for e in events if e.at), default=t0)
+    div, unit = time_unit(t_end - t0)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    by_end = sorted(rows, key=lambda r: r.ended_at or 0.0)
-    panels = (
-        (axes[0], rows, [float(r.trial) for r in rows], "trial number"),
-        (
-            axes[1],
-            by_end,
-            [((r.ended_at or t0) - t0) / 60.0 for r in by_end],
-            "wall-clock minutes since start",
-        ),
-    )
+    by_end = sorted(done, key=lambda r: r.ended_at or 0.0)
+    metrics = [float(r.metric) for r in done if r.metric is not None]
+    use_log = log_scale(metrics)
     better = max if st.maximize else min
-    for ax, ordered, xs, label in panels:
+
+    def when(at: float) -> float:
+        return (at - t0) / div
+
+    panels: tuple[tuple[object, list[TrialRow], list[float], list[float], str], ...] = (
+        (axes[0], done, [float(r.trial) for r in done], [float(f.trial) for f in failures], "trial number"),
+        (axes[1], by_end, [when(r.ended_at or t0) for r in by_end], [when(f.at) for f in failures],
+         f"wall-clock {unit} since start"),
+    )  # fmt: skip
+    for ax, ordered, xs, fail_xs, label in panels:
         ys = [float(r.metric) for r in ordered if r.metric is not None]
         in_pop = [r.trial in members for r in ordered]
-        ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if not p],
+        ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if not p],  # type: ignore[attr-defined]
                    [y for y, p in zip(ys, in_pop, strict=True) if not p],
                    s=10, c="0.6", label="trial")  # fmt: skip
-        ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if p],
+        ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if p],  # type: ignore[attr-defined]
                    [y for y, p in zip(ys, in_pop, strict=True) if p],
                    s=18, c="tab:orange", label="in final population")  # fmt: skip
         best: list[float] = []
         for y in ys:
             best.append(y if not best else better(best[-1], y))
-        ax.step(xs, best, where="post", c="tab:blue", lw=2, label="best so far")
-        ax.set_xlabel(label)
-        ax.set_ylabel("metric")
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right" if st.maximize else "upper right")
+        ax.step(xs, best, where="post", c="tab:blue", lw=2, label="best so far")  # type: ignore[attr-defined]
+        if use_log:
+            ax.set_yscale("log")  # type: ignore[attr-defined]
+        if failures:
+            # failed runs along the bottom (maximize) or top (minimize) edge, by kind
+            edge = 0.02 if st.maximize else 0.98
+            transform = ax.get_xaxis_transform()  # type: ignore[attr-defined]
+            for kind, marker in _FAILURE_MARKS.items():
+                kx = [x for x, f in zip(fail_xs, failures, strict=True) if f.kind == kind]
+                if kx:
+                    ax.scatter(kx, [edge] * len(kx), transform=transform, marker=marker, s=22,  # type: ignore[attr-defined]
+                               c="tab:red", label=f"failed: {kind} ({len(kx)})", clip_on=False)  # fmt: skip
+        ax.set_xlabel(label)  # type: ignore[attr-defined]
+        ax.set_ylabel("metric" + (" (log scale)" if use_log else ""))  # type: ignore[attr-defined]
+        ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+    axes[0].legend(loc="lower right" if st.maximize else "upper right", fontsize="small")
     best_text = (
         f"best {b.best.metric:.4g} (trial {b.best.trial})" if b.best and math.isfinite(b.best.metric) else ""
     )
-    fig.suptitle(f"evoq experiment {exp.name}: {len(rows)} completed, {best_text}")
+    failed_text = f", {len(failures)} failed runs" if failures else ""
+    fig.suptitle(f"evoq experiment {exp.name}: {len(done)} completed{failed_text}, {best_text}")
     out = Path(output)
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -146,6 +146,8 @@ def open_source(source: str, redis_url: str | None, log_dir: Path) -> Source:
     path = Path(source)
     if path.is_file():
         return file_source(path)
+    if path.is_dir():
+        raise SourceError(f"{source!r} is a directory, not a log file or an experiment name")
     if redis_url:
         return redis_source(connect(redis_url), source)
     try:

@@ -150,6 +150,7 @@ class WorkerProcess:
         env: the environment (the command's variables are added to it).
         cwd: its working directory.
         monitoring: ``--job-monitoring-interval``.
+        burst: quit when the queues are empty.
         **popen: more ``subprocess.Popen`` arguments (stdout, stderr, start_new_session, ...).
     """
 
@@ -163,10 +164,13 @@ class WorkerProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         monitoring: int = 1,
+        burst: bool = False,
         **popen: Any,
     ) -> None:
         self.name = name
-        cmd = worker_command(url, queues, worker_class=worker_class, monitoring=monitoring, name=name)
+        cmd = worker_command(
+            url, queues, worker_class=worker_class, monitoring=monitoring, name=name, burst=burst
+        )
         popen.setdefault("stdout", subprocess.DEVNULL)
         popen.setdefault("stderr", subprocess.PIPE)
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(

@@ -67,8 +67,10 @@ def worker_env(**extra: str) -> dict[str, str]:
 class Worker(WorkerProcess):
     """One `rq worker` process as evoq documents it, able to import ``tests.trials``."""
 
-    def __init__(self, url: str, name: str, *, worker_class: str = "rq.worker.Worker", **env: str) -> None:
-        super().__init__(url, name, worker_class=worker_class, env=worker_env(**env), cwd=ROOT)
+    def __init__(
+        self, url: str, name: str, *, worker_class: str = "rq.worker.Worker", burst: bool = False, **env: str
+    ) -> None:
+        super().__init__(url, name, worker_class=worker_class, env=worker_env(**env), cwd=ROOT, burst=burst)
 
 
 def evoq(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:

@@ -43,3 +43,20 @@ def mark(*args: Any) -> None:
     from pathlib import Path
 
     Path(os.environ["EVOQ_TEST_MARKER"]).touch()
+
+
+def busy(config: dict[str, Any]) -> float:
+    """Holds the GIL for ``EVOQ_TEST_BUSY`` seconds (default 0.05), as pure-Python training does."""
+    end = time.perf_counter() + float(os.environ.get("EVOQ_TEST_BUSY", "0.05"))
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return float(config["x"]) * 10 + float(config["y"])
+
+
+def fail_or_hang(config: dict[str, Any]) -> float:
+    """Hangs for a minute when ``x < 2``, raises otherwise."""
+    if config["x"] < 2:
+        time.sleep(60)
+        return 0.0
+    raise RuntimeError("bad config")

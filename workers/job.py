@@ -79,6 +79,8 @@ class EvoqJob(Job):
         not use, whatever the hash said."""
         result = super().restore(raw_data)
         self._evoq_refusal = hash_refusal(decode_redis_hash(raw_data), self.origin)
+        if self._evoq_refusal is None and self._status == "canceled":
+            self._evoq_refusal = "the job was cancelled (its experiment ended)"
         self.webhooks = []
         self._success_callback_name = self._failure_callback_name = self._stopped_callback_name = None
         self._dependency_ids = []

@@ -17,6 +17,7 @@ again, elsewhere) — nothing is imported for a refused path. Messages are cut t
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ from .settings import allowlist, heartbeat_interval
 
 __all__ = ["PAYLOAD_VERSION", "Heartbeat", "execute", "make_payload", "run_trial"]
 
+rq_log = logging.getLogger("rq.worker")  # the worker's own log: the failure shows where RQ says "Job OK"
 _TRACEBACK_LINES = 12
 MAX_MESSAGE = 8192
 """Characters of a failure message kept (the tail of a traceback is what matters)."""
@@ -173,5 +175,10 @@ def run_trial(payload: Any) -> dict[str, Any]:
     if kind == "completed":
         report(TrialCompleted(trial, attempt, value, duration, worker, time.time()))
         return {"trial": trial, "attempt": attempt, "metric": value}
-    report(TrialFailed(trial, attempt, kind, clip(str(value)), worker, time.time()))
+    message = clip(str(value))
+    report(TrialFailed(trial, attempt, kind, message, worker, time.time()))
+    line = next((ln for ln in message.splitlines() if ln.strip()), "")[:300]
+    rq_log.warning(
+        "evoq: trial %d attempt %d of %s failed (%s): %s", trial, attempt, p.experiment, kind, line
+    )
     return {"trial": trial, "attempt": attempt, "failed": kind}

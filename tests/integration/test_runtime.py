@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from evoq.report import summary
 from ..cluster import RedisServer, Worker, controller, stream_events, wait_for, write_spec
 
 SPACE = "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3, 4, 5, 6, 7]"
+SERIALIZER = "workers.serializer.MsgpackSerializer"
 
 
 @pytest.fixture
@@ -317,3 +320,77 @@ def test_two_experiments_share_one_redis_and_queue_with_local_workers(tmp_path, 
     workers_a = {e.worker for e in events_a if isinstance(e, TrialStarted)}
     workers_b = {e.worker for e in events_b if isinstance(e, TrialStarted)}
     assert len(workers_a) >= 2 and workers_a & workers_b  # one queue, workers shared
+
+
+def test_an_experiment_that_ends_cancels_its_queued_jobs_and_stops_running_ones(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "stopper", "tests.trials:fail_or_hang", "x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
+        population_size=30, sample_size=5, cycles=60, max_failures=3, dedup=False, seed=7,  # trial 0 hangs
+    )  # fmt: skip
+    workers(2)
+    code, final, err = finish(controller(spec, server.url), timeout=60)
+    assert code == 1 and final["status"] == "failed", err
+    client = server.client()
+    events = [e for _, e in stream_events(client, "stopper")]
+    submitted = [(e.trial, e.attempt) for e in events if isinstance(e, TrialSubmitted)]
+    assert len(submitted) >= 30  # the initial population was queued at once
+    from rq.job import Job
+
+    def statuses() -> dict[str, int]:
+        seen: dict[str, int] = {}
+        for t, a in submitted:
+            job = Job.fetch(Keys("stopper").job_id(t, a), connection=client, serializer=SERIALIZER)
+            s = job.get_status(refresh=True).value
+            seen[s] = seen.get(s, 0) + 1
+        return seen
+
+    # queued jobs were cancelled, the hanging ones stopped: none is left running or waiting
+    def settled() -> dict[str, int] | None:
+        now = statuses()
+        return None if {"started", "queued"} & set(now) else now
+
+    ended = wait_for(settled, timeout=20)
+    assert ended.get("canceled", 0) >= 20 and ended.get("stopped", 0) >= 1, ended
+    finish_at = next(i for i, e in enumerate(events) if isinstance(e, ExperimentFinished))
+    late = [e for e in stream_events(client, "stopper")[finish_at + 1 :] if isinstance(e[1], TrialStarted)]
+    assert len(late) < 10  # the few taken while the controller was cancelling; not the 26+ queued
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "evoq.cli", "status", "stopper", "--json", "--redis-url", server.url],
+            capture_output=True, text=True, timeout=60,
+        ).stdout
+    )  # fmt: skip
+    assert status["running"] == 0 and status["in_flight"] == []
+
+
+def test_extend_list_and_delete_on_redis(tmp_path, server, workers):
+    spec = write_spec(
+        tmp_path / "s.toml", "grow", "tests.trials:quick", SPACE, population_size=4, sample_size=2, cycles=8
+    )
+    workers(2)
+    code, final, err = finish(controller(spec, server.url))
+    assert code == 0 and final["results"] == 8, err
+    code, final, err = finish(controller(spec, server.url, "--cycles", "16"))
+    assert code == 0 and final["results"] == 16 and final["cycles"] == 16, err
+    assert_sound(server, "grow", final)
+    cli = [sys.executable, "-m", "evoq.cli"]
+    url = ["--redis-url", server.url]
+    listed = json.loads(
+        subprocess.run([*cli, "list", "--json", *url], capture_output=True, text=True, cwd=tmp_path).stdout
+    )
+    (row,) = [r for r in listed if r["name"] == "grow"]
+    assert (
+        row["where"] == "redis" and row["status"] == "completed" and row["results"] == 16 and row["last_at"]
+    )
+    client = server.client()
+    assert client.exists("rq:job:evoq-grow-0-0")
+    deleted = subprocess.run(
+        [*cli, "delete", "grow", "--yes", *url], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert not client.exists("evoq:{grow}:events") and not client.exists("rq:job:evoq-grow-0-0")
+    assert not list(client.scan_iter(match="evoq:{grow}:*")) and b"grow" not in client.smembers(
+        "evoq:experiments"
+    )
+    gone = subprocess.run([*cli, "status", "grow", *url], capture_output=True, text=True, cwd=tmp_path)
+    assert gone.returncode == 2 and "no experiment 'grow' in this Redis" in gone.stderr
