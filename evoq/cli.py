@@ -88,9 +88,12 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
     if data["in_flight"] and state.status == "running":
         now = time.time()
         where = [
-            f"{r['trial']}@{r['worker']} {now - r['started_at']:.0f}s"
-            if r["started_at"]
-            else f"{r['trial']} queued"
+            (
+                f"{r['trial']}@{r['worker']} {now - r['started_at']:.0f}s"
+                if r["started_at"]
+                else f"{r['trial']} queued"
+            )
+            + (f" (step {r['progress']['step']}: {r['progress']['value']:.4g})" if r["progress"] else "")
             for r in data["in_flight"][:8]
         ]
         more = f" (+{len(data['in_flight']) - 8})" if len(data["in_flight"]) > 8 else ""
@@ -314,6 +317,12 @@ def main() -> None:
     multiple=True,
     help="Trial functions the local workers may run (a pattern, see README; default: the spec's trial).",
 )
+@click.option(
+    "--allow-command",
+    "allow_commands",
+    multiple=True,
+    help="Commands the local workers may run (exact argv; default: the spec's command trial, if any).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
     "--simulate",
@@ -352,6 +361,7 @@ def run(
     lease_ttl: float,
     log_dir: Path,
     allow: tuple[str, ...],
+    allow_commands: tuple[str, ...],
     no_progress: bool,
     simulate_workers: int | None,
     sim_log: Path | None,
@@ -372,13 +382,14 @@ def run(
     if simulate_workers:
         _run_simulated(spec, simulate_workers, sim_log, as_json)
     progress = Progress(enabled=not no_progress)
+    allow, allow_commands = _local_allowlist(spec, allow, allow_commands)
     if redis_url:
         # the controller never imports the trial (its box need not have torch): workers do
         client = connect(redis_url)
         options = ControllerOptions(
             queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
         )
-        local = LocalWorkers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
+        local = LocalWorkers(redis_url, n_workers or 0, queue, allow, allow_commands)
         try:
             state, interrupted = run_controller(client, spec, options, progress=progress)
         finally:
@@ -391,6 +402,7 @@ def run(
             heartbeat_ttl,
             log_dir,
             allow,
+            allow_commands,
             progress,
             wait=wait,
             spec_dir=spec_path.parent,
@@ -400,6 +412,25 @@ def run(
     if code == 130 and interrupted:
         click.echo("evoq: interrupted — run the same command again to resume", err=True)
     sys.exit(code)
+
+
+def _local_allowlist(
+    spec: Spec, allow: tuple[str, ...], allow_commands: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What local workers may run: as given, else the spec's own trial (a function or a command)."""
+    from .loader import TrialLoadError, parse_allow
+    from .trialspec import COMMAND_PREFIX
+
+    if not allow and not allow_commands:
+        if spec.trial.startswith(COMMAND_PREFIX):
+            allow_commands = (spec.trial[len(COMMAND_PREFIX) :],)
+        else:
+            allow = (spec.trial,)
+    try:
+        parse_allow(allow, allow_commands)
+    except TrialLoadError as exc:
+        fail(str(exc))
+    return allow, allow_commands
 
 
 def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
@@ -426,6 +457,7 @@ def _run_embedded(
     heartbeat_ttl: float,
     log_dir: Path,
     allow: tuple[str, ...],
+    allow_commands: tuple[str, ...],
     progress: Progress,
     *,
     wait: bool,
@@ -434,9 +466,16 @@ def _run_embedded(
     from .embedded import embedded_run, user_code_paths
     from .loader import load_trial
     from .sources import embedded_log_path
+    from .trialspec import CommandTrial, parse_trial
 
     added = user_code_paths(spec_dir)
-    load_trial(spec.trial)  # the workers are threads of this process: fail now, in one line
+    trial = parse_trial(spec.trial)
+    if isinstance(trial, CommandTrial):
+        os.environ.setdefault("EVOQ_TRIAL_DIR", str(spec_dir.resolve()))  # commands run beside the spec
+        if not (Path(os.environ["EVOQ_TRIAL_DIR"]) / trial.cwd).is_dir():
+            fail(f"key 'trial': folder {trial.cwd!r} does not exist in {os.environ['EVOQ_TRIAL_DIR']}")
+    else:
+        load_trial(spec.trial)  # the workers are threads of this process: fail now, in one line
     workers = n_workers if n_workers else (os.cpu_count() or 1)
     click.echo(
         f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker threads); "
@@ -450,7 +489,8 @@ def _run_embedded(
         workers=workers,
         queue=queue,
         log_dir=log_dir,
-        allow=allow or (spec.trial,),
+        allow=allow,
+        allow_commands=allow_commands,
         wait=wait,
         notify=lambda message: click.echo(f"evoq: {message}", err=True),
     ) as er:
@@ -482,6 +522,13 @@ def _run_embedded(
     "Default: $EVOQ_ALLOW, else evoq's examples.",
 )
 @click.option(
+    "--allow-command",
+    "allow_commands",
+    multiple=True,
+    help="A command trial this worker may run: its exact argv as a shell line ('python train.py --epochs 5') "
+    "or the spec's table as JSON (repeatable). Default: $EVOQ_ALLOW_COMMANDS (one per line), else none.",
+)
+@click.option(
     "--worker-class",
     "kind",
     type=click.Choice(sorted(WORKER_CLASSES)),
@@ -508,6 +555,7 @@ def worker(
     queues: tuple[str, ...],
     queue_opts: tuple[str, ...],
     allow: tuple[str, ...],
+    allow_commands: tuple[str, ...],
     kind: str,
     job_monitoring_interval: int,
     name: str | None,
@@ -523,8 +571,11 @@ def worker(
     from .loader import TrialLoadError, parse_allow
 
     allow = allow or tuple(p.strip() for p in os.environ.get("EVOQ_ALLOW", "").split(",") if p.strip())
+    allow_commands = allow_commands or tuple(
+        c for c in os.environ.get("EVOQ_ALLOW_COMMANDS", "").splitlines() if c.strip()
+    )
     try:
-        parse_allow(allow)
+        parse_allow(allow, allow_commands)
     except TrialLoadError as exc:
         fail(str(exc))
     cmd = worker_command(
@@ -535,6 +586,7 @@ def worker(
         name=name,
         burst=burst,
         allow=allow,
+        allow_commands=allow_commands,
     )
     if print_command:
         click.echo(cmd.shell())
@@ -616,6 +668,8 @@ def trials(
         dur = f"{r.duration:.1f}" if r.duration is not None else "-"
         parent = "-" if r.parent is None else str(r.parent)
         tail = r.worker + (f": {first_line(r.message, 100)}" if r.message else "")
+        if r.curve and r.status in ("running", "completed"):
+            tail += f"  [{len(r.curve)} intermediate, last {r.curve[-1][1]:.4g} at step {r.curve[-1][0]}]"
         click.echo(
             f"{r.trial:>5} {r.attempt:>3} {r.phase:<6} {parent:>6} {r.status:<22} {metric:>10} {dur:>7}  {tail}"
         )

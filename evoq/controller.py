@@ -473,6 +473,9 @@ class Controller:
 
         if self.commit(decide):
             log.warning("trial %d attempt %d lost: %s", r.trial, r.attempt, reason)
+            # a worker that resurfaces must not go on with it (a command trial's process group
+            # ends with its work horse)
+            self._stop_job(self.keys.job_id(r.trial, r.attempt))
             return True
         return False
 

@@ -222,6 +222,7 @@ def embedded_run(
     allow: Sequence[str],
     notify: Callable[[str], None],
     wait: bool = False,
+    allow_commands: Sequence[str] = (),
 ) -> Iterator[EmbeddedRun]:
     """Lock experiment ``name``, load its log file into an in-process Redis and start
     ``workers`` worker threads allowed to run ``allow``; ``notify`` receives one-line messages
@@ -235,6 +236,7 @@ def embedded_run(
     with experiment_lock(lock_path(path), name, wait=wait, notify=notify):
         file = FileLog(path)
         os.environ["EVOQ_ALLOW"] = ",".join(allow)  # worker threads read their allowlist from here
+        os.environ["EVOQ_ALLOW_COMMANDS"] = "\n".join(allow_commands)
         os.environ["EVOQ_QUEUES"] = queue
         with embedded(workers, queue=queue) as env:
             with warnings.catch_warnings(record=True) as caught:

@@ -17,20 +17,24 @@ module defines); a pattern without ``:FUNCTION`` means ``:*``. So ``mypkg.train:
 function, ``mypkg.train`` every function of one module, ``mypkg.*`` the modules directly in
 ``mypkg``, ``mypkg.**`` everything under it. No pattern reaches into arguments or attributes.
 A path is checked against the allowlist *before* anything is imported; a refused path imports
-nothing. Command trials (a later kind of trial) are allowlisted separately, by their exact argv.
+nothing. Command trials (:mod:`evoq.trialspec`) are allowlisted separately, by their exact argv
+template, folder and argument mode (:func:`parse_command`).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import EvoqError
+from .trialspec import CommandTrial, TrialSpecError, describe, parse_trial
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PATH = 300
@@ -125,34 +129,75 @@ class Pattern:
         )
 
 
+def parse_command(text: str) -> CommandTrial:
+    """An allowed command: a shell-style line (``python train.py --epochs 5``, run in the trial
+    directory itself, nothing appended) or the spec's table as JSON
+    (``{"command": [...], "cwd": "mnist", "args": "flags"}``).
+
+    Raises:
+        TrialLoadError: neither parses into a command.
+    """
+    text = text.strip()
+    try:
+        if text.startswith("{"):
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise TrialSpecError("not a JSON object")
+            return CommandTrial.from_mapping(raw)
+        return CommandTrial(tuple(shlex.split(text)))
+    except (TrialSpecError, ValueError) as exc:
+        raise TrialLoadError(f"allowed command {text[:80]!r}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Allowlist:
-    """The trial functions a worker may run (``error``: why its configuration is unusable; such
-    an allowlist admits nothing)."""
+    """The trials a worker may run: function patterns and exact commands (``error``: why its
+    configuration is unusable; such an allowlist admits nothing).
+
+    A command trial is admitted only when its argv template, ``cwd`` and ``args`` are *exactly*
+    those of an allowed command: nothing is globbed, no argument may be added, changed or dropped
+    (placeholders are part of the template and compared as written).
+    """
 
     patterns: tuple[Pattern, ...]
     error: str | None = None
+    commands: tuple[CommandTrial, ...] = ()
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> Allowlist:
-        """An allowlist from pattern strings (empty entries are skipped)."""
-        return cls(tuple(Pattern.parse(e) for e in entries if e.strip()))
+    def parse(cls, entries: Iterable[str], commands: Iterable[str] = ()) -> Allowlist:
+        """An allowlist from pattern strings and allowed commands (empty entries are skipped)."""
+        return cls(
+            tuple(Pattern.parse(e) for e in entries if e.strip()),
+            commands=tuple(parse_command(c) for c in commands if c.strip()),
+        )
 
-    def refusal(self, path: Any) -> str | None:
-        """Why ``path`` may not run here, or None when it may."""
+    def refusal(self, trial: Any) -> str | None:
+        """Why ``trial`` (a function path or a command trial string) may not run here, or None."""
         try:
-            module, function = split_path(path)
-        except TrialLoadError as exc:
+            parsed = parse_trial(trial)
+        except TrialSpecError as exc:
             return str(exc)
         if self.error is not None:
             return f"this worker's allowlist is unusable: {self.error}"
+        if isinstance(parsed, CommandTrial):
+            if parsed in self.commands:
+                return None
+            allowed = "; ".join(describe(c.canonical()) for c in self.commands) or "none"
+            return f"command {describe(trial)!r} is not one this worker may run (allowed commands: {allowed})"
+        try:
+            module, function = split_path(parsed)
+        except TrialLoadError as exc:
+            return str(exc)
         if any(p.admits(module, function) for p in self.patterns):
             return None
         shown = ", ".join(p.text for p in self.patterns) or "nothing"
-        return f"trial {path!r} is not in this worker's allowlist ({shown})"
+        return f"trial {trial!r} is not in this worker's allowlist ({shown})"
 
     def __str__(self) -> str:
-        return ",".join(p.text for p in self.patterns)
+        parts = [p.text for p in self.patterns] + [
+            f"command {describe(c.canonical())!r}" for c in self.commands
+        ]
+        return ",".join(parts)
 
 
 def load_trial(path: str, allow: Allowlist | None = None) -> Callable[[dict[str, Any]], Any]:
@@ -195,7 +240,8 @@ def load_trial(path: str, allow: Allowlist | None = None) -> Callable[[dict[str,
     return fn
 
 
-def parse_allow(raw: str | Sequence[str]) -> Allowlist:
-    """An allowlist from a comma-separated string (``EVOQ_ALLOW``) or a list of patterns."""
+def parse_allow(raw: str | Sequence[str], commands: Sequence[str] = ()) -> Allowlist:
+    """An allowlist from a comma-separated string (``EVOQ_ALLOW``) or a list of patterns, and
+    allowed commands (see :func:`parse_command`)."""
     entries = raw.split(",") if isinstance(raw, str) else list(raw)
-    return Allowlist.parse(entries)
+    return Allowlist.parse(entries, commands)

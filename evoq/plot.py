@@ -4,7 +4,8 @@ Completed trials are dots (members of the final population highlighted), the bes
 failed runs are marked along the bottom (or top, when minimizing) with their kind, so a streak
 of failures is seen where it happened. The metric axis is logarithmic when the metrics are all
 positive and span more than two decades; the time axis is in seconds, minutes or hours,
-whichever reads best.
+whichever reads best. When trials reported intermediate results, a third panel draws their
+learning curves (the five best trials highlighted).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .events import Event, TrialFailed
 from .reducer import StateBuilder
@@ -42,6 +44,20 @@ def log_scale(values: Sequence[float]) -> bool:
     return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 100
 
 
+def _learning_curves(ax: Any, rows: list[TrialRow], top: set[int]) -> None:
+    """Intermediate results against step, one line per trial; the five best highlighted."""
+    for r in rows:
+        steps, values = [s for s, _ in r.curve], [v for _, v in r.curve]
+        best = r.trial in top
+        ax.plot(steps, values, lw=1.6 if best else 0.6, c="tab:blue" if best else "0.7", alpha=1.0 if best else 0.6,
+                label=f"trial {r.trial}" if best else None)  # fmt: skip
+    ax.set_xlabel("step (intermediate results)")
+    ax.set_ylabel("intermediate metric")
+    ax.grid(alpha=0.3)
+    if top & {r.trial for r in rows}:
+        ax.legend(fontsize="small")
+
+
 def plot(events: Sequence[Event], output: str | Path) -> Path:
     """Write a PNG with two panels: metrics against trial number and against wall-clock time
     since the experiment started (see the module docstring)."""
@@ -64,7 +80,10 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
     t0 = min((e.at for e in events if e.at), default=0.0)
     t_end = max((e.at for e in events if e.at), default=t0)
     div, unit = time_unit(t_end - t0)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    curves = sorted((r for r in rows.values() if r.curve), key=lambda r: r.trial)
+    fig, axes = plt.subplots(
+        1, 3 if curves else 2, figsize=(18 if curves else 12, 4.5), constrained_layout=True
+    )
     by_end = sorted(done, key=lambda r: r.ended_at or 0.0)
     metrics = [float(r.metric) for r in done if r.metric is not None]
     use_log = log_scale(metrics)
@@ -106,6 +125,9 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
         ax.set_ylabel("metric" + (" (log scale)" if use_log else ""))  # type: ignore[attr-defined]
         ax.grid(alpha=0.3)  # type: ignore[attr-defined]
     axes[0].legend(loc="lower right" if st.maximize else "upper right", fontsize="small")
+    if curves:
+        ranked = sorted(done, key=lambda r: r.metric or 0.0, reverse=st.maximize)
+        _learning_curves(axes[2], curves, top={r.trial for r in ranked[:5]})
     best_text = (
         f"best {b.best.metric:.4g} (trial {b.best.trial})" if b.best and math.isfinite(b.best.metric) else ""
     )

@@ -28,7 +28,8 @@ Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastru
   the worker's reason (refusals never count toward ``max_failures`` or enter the population).
 * ``ExperimentExtended`` raises ``cycles`` (never lowers it); a finished experiment reopens and
   its failures in a row start again from 0.
-* ``TrialProgressed`` (an intermediate result) changes nothing in the state.
+* ``TrialProgressed`` (an intermediate result of a run in flight) is kept as that run's latest
+  progress until it ends; it never enters the population.
 * ``ExperimentFinished`` is recorded and ends every run still in flight (the controller cancels
   their jobs); events after it change nothing (but an extension).
 * A record that cannot be decoded (garbled, too large, unknown type, newer schema, wrong
@@ -169,6 +170,8 @@ class State:
         rejected: how many records were rejected.
         rejections: the first :data:`MAX_REJECTIONS_KEPT` of them, with position and reason.
         recent_failures: the last :data:`RECENT_FAILURES` failed runs (any kind), oldest first.
+        progress: the latest intermediate result ``(step, value, count)`` of each run in flight,
+            by trial index.
     """
 
     experiment: ExperimentCreated | None = None
@@ -190,6 +193,7 @@ class State:
     rejected: int = 0
     rejections: tuple[Rejection, ...] = ()
     recent_failures: tuple[FailureNote, ...] = ()
+    progress: Mapping[int, tuple[int, float, int]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def status(self) -> str:
@@ -254,6 +258,7 @@ class StateBuilder:
         "last_rejection",
         "next_trial",
         "population",
+        "progress",
         "recent_failures",
         "rejected",
         "rejections",
@@ -287,6 +292,7 @@ class StateBuilder:
         self.rejections: list[Rejection] = list(s.rejections)
         self.last_rejection: Rejection | None = s.rejections[-1] if s.rejections else None
         self.recent_failures: deque[FailureNote] = deque(s.recent_failures, maxlen=RECENT_FAILURES)
+        self.progress: dict[int, tuple[int, float, int]] = dict(s.progress)
         self._pop_size = s.strategy.population_size if s.strategy else 0
         self._key = s.space.key if s.space else None
         self._maximize = s.strategy.maximize if s.strategy else True
@@ -374,6 +380,7 @@ class StateBuilder:
             rejected=self.rejected,
             rejections=tuple(self.rejections),
             recent_failures=tuple(self.recent_failures),
+            progress=MappingProxyType(dict(self.progress)),
         )
 
     @property
@@ -472,6 +479,7 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
         _count_failure(b, run, "invalid_metric", message)
         return
     del b.running[r[2]]
+    b.progress.pop(r[2], None)
     ind = _new(Individual, (run[0], run[2], metric))
     b.enter(ind)
     b.completed += 1
@@ -483,6 +491,7 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
 
 def _count_failure(b: StateBuilder, run: Run, kind: str, message: str = "") -> None:
     del b.running[run.trial]
+    b.progress.pop(run.trial, None)
     b.failed[kind] = b.failed.get(kind, 0) + 1
     st = b.strategy
     assert st is not None
@@ -518,6 +527,7 @@ def _on_finished(b: StateBuilder, r: tuple[Any, ...]) -> None:
         b.finished = ExperimentFinished(*r[2:])
         b.running.clear()  # the controller cancels what was in flight; late reports are ignored
         b.retry.clear()
+        b.progress.clear()
 
 
 def _on_extended(b: StateBuilder, r: tuple[Any, ...]) -> None:
@@ -535,8 +545,15 @@ def _on_extended(b: StateBuilder, r: tuple[Any, ...]) -> None:
 
 
 def _on_progressed(b: StateBuilder, r: tuple[Any, ...]) -> None:
-    if b.experiment is None:
+    # (tag, v, trial, attempt, step, value, at)
+    if b.finished is not None or b.experiment is None:
         _live(b)
+        return
+    run = b.running.get(r[2])
+    if run is None or run[1] != r[3]:
+        return
+    previous = b.progress.get(r[2])
+    b.progress[r[2]] = (r[4], r[5], previous[2] + 1 if previous else 1)
 
 
 _HANDLERS: dict[str, Callable[[StateBuilder, tuple[Any, ...]], None]] = {

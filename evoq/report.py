@@ -16,7 +16,8 @@ The state JSON (``run --json``, ``status --json``, ``replay --json``)::
       "population": [{"trial": int, "config": {...}, "metric": float | null}, ...],  # oldest first
       "best": {"trial": int, "config": {...}, "metric": float} | null,
       "failures": [{"trial", "attempt", "kind", "worker", "message", "at"}, ...],  # newest last
-      "in_flight": [{"trial", "attempt", "phase", "worker", "submitted_at", "started_at"}, ...],
+      "in_flight": [{"trial", "attempt", "phase", "worker", "submitted_at", "started_at",
+                     "progress": {"step", "value", "reports"} | null}, ...],
       "rejected": int,           # records the fold skipped (garbled, foreign, newer schema, ...)
       "rejections": [{"position": str | int, "reason": str}, ...]       # the first 100
     }
@@ -30,10 +31,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .events import Event, ExperimentFinished, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
+from .events import (
+    Event,
+    ExperimentFinished,
+    TrialCompleted,
+    TrialFailed,
+    TrialProgressed,
+    TrialStarted,
+    TrialSubmitted,
+)
 from .reducer import FailureNote, Individual, State, StateBuilder, finish_reason
 
 
@@ -90,12 +99,17 @@ def summary(state: State) -> dict[str, Any]:
                 "worker": r.worker,
                 "submitted_at": r.submitted_at,
                 "started_at": r.started_at,
+                "progress": _progress_json(state.progress.get(r.trial)),
             }
             for r in sorted(state.running.values(), key=lambda r: r.trial)
         ],
         "rejected": state.rejected,
         "rejections": [{"position": r.position, "reason": r.reason} for r in state.rejections],
     }
+
+
+def _progress_json(p: tuple[int, float, int] | None) -> dict[str, Any] | None:
+    return None if p is None else {"step": p[0], "value": _plain(p[1]), "reports": p[2]}
 
 
 def kinds_in_words(by_kind: Mapping[str, int]) -> str:
@@ -127,6 +141,8 @@ class TrialRow:
     duration: float | None = None
     worker: str = ""
     message: str = ""
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    """Intermediate results ``(step, value)`` of the row's attempt, in the order reported."""
 
     def to_json(self) -> dict[str, Any]:
         """The row as plain data (``evoq trials --json``)."""
@@ -144,6 +160,7 @@ class TrialRow:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "config": _plain(self.config),
+            "intermediate": [[step, _plain(value)] for step, value in self.curve],
         }
 
 
@@ -156,6 +173,12 @@ def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
     b = StateBuilder()
     rows: dict[int, TrialRow] = {}
     for e in events:
+        if isinstance(e, TrialProgressed):
+            run = b.running.get(e.trial)
+            b.add(e)
+            if run is not None and run.attempt == e.attempt and e.trial in rows:
+                rows[e.trial].curve.append((e.step, e.value))
+            continue
         if isinstance(e, TrialStarted):
             run = b.running.get(e.trial)
             b.add(e)

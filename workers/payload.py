@@ -15,7 +15,7 @@ from typing import Any
 
 from evoq.errors import EvoqError
 from evoq.keys import Keys, check_name
-from evoq.loader import MAX_PATH
+from evoq.trialspec import MAX_TRIAL
 
 PAYLOAD_VERSION = 1
 PAYLOAD_KEYS = frozenset({"v", "experiment", "trial", "attempt", "config", "fn", "heartbeat_ttl"})
@@ -91,8 +91,8 @@ def parse_payload(obj: Any) -> Payload:
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise PayloadError("payload config must be a map with string keys")
     fn = obj["fn"]
-    if not isinstance(fn, str) or not 0 < len(fn) <= MAX_PATH:
-        raise PayloadError(f"payload fn must be a trial path of at most {MAX_PATH} characters")
+    if not isinstance(fn, str) or not 0 < len(fn) <= MAX_TRIAL:
+        raise PayloadError(f"payload fn must be a trial of at most {MAX_TRIAL} characters")
     ttl = obj["heartbeat_ttl"]
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or not 0.05 <= ttl <= 86400:
         raise PayloadError(f"payload heartbeat_ttl must be 0.05 to 86400 seconds, got {ttl!r:.40}")

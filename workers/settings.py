@@ -5,6 +5,14 @@
     :mod:`evoq.loader` for what a pattern matches), e.g. ``EVOQ_ALLOW="mypkg.train:train"``.
     A trial outside them is reported as ``refused`` and nothing is imported. Default: evoq's
     bundled examples only (``evoq.examples.*``).
+``EVOQ_ALLOW_COMMANDS``
+    The command trials this worker may run, one per line: a shell-style line
+    (``python train.py --epochs 5``: that exact argv, run in the trial directory, nothing
+    appended) or the spec's table as JSON (``{"command": [...], "cwd": "mnist", "args": "flags"}``).
+    Compared exactly; default: none.
+``EVOQ_TRIAL_DIR``, ``EVOQ_TRIAL_LOG_DIR``
+    Where command trials run (their ``cwd`` is relative to it; default: the worker's working
+    directory) and where their output goes (default ``~/.cache/evoq/trials``).
 ``EVOQ_QUEUES``
     Comma-separated queues this worker listens on (``evoq worker`` sets it): a job whose origin
     is another queue is refused.
@@ -27,8 +35,9 @@ def allowlist() -> Allowlist:
     and names itself in every refusal)."""
     raw = os.environ.get("EVOQ_ALLOW", "")
     entries = [p.strip() for p in raw.split(",") if p.strip()] or list(DEFAULT_ALLOW)
+    commands = [c for c in os.environ.get("EVOQ_ALLOW_COMMANDS", "").splitlines() if c.strip()]
     try:
-        return parse_allow(entries)
+        return parse_allow(entries, commands)
     except TrialLoadError as exc:
         return Allowlist((), error=str(exc))
 

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -31,13 +32,15 @@ from rq.exceptions import ShutDownImminentException
 from rq.timeouts import BaseTimeoutException
 
 from evoq.codec import MSGPACK_UNPACK, SCHEMA_VERSION, TAGS, encode
-from evoq.events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialStarted
+from evoq.events import Event, ExperimentCreated, TrialCompleted, TrialFailed, TrialProgressed, TrialStarted
 from evoq.keys import STREAM_FIELD, Keys
 from evoq.loader import Allowlist, TrialLoadError, load_trial
 from evoq.metric import InvalidMetricError, parse_metric
 from evoq.redislog import RedisLog
+from evoq.trialspec import CommandTrial, TrialSpecError, parse_trial
 
-from .payload import PAYLOAD_VERSION, PayloadError, make_payload, parse_payload
+from .command import run_command
+from .payload import PAYLOAD_VERSION, Payload, PayloadError, make_payload, parse_payload
 from .settings import allowlist, heartbeat_interval
 
 __all__ = ["PAYLOAD_VERSION", "Heartbeat", "execute", "make_payload", "run_trial"]
@@ -47,6 +50,9 @@ _TRACEBACK_LINES = 12
 MAX_MESSAGE = 8192
 """Characters of a failure message kept (the tail of a traceback is what matters)."""
 MAX_WORKER_NAME = 200
+PROGRESS_INTERVAL = 1.0
+PROGRESS_BURST = 20
+MAX_PROGRESS = 10_000
 
 
 class Heartbeat:
@@ -83,6 +89,45 @@ def _short_traceback(exc: BaseException) -> str:
     return "\n".join(text[-_TRACEBACK_LINES:])
 
 
+class Progress:
+    """Intermediate results, rate-limited by a token bucket: bursts of up to
+    :data:`PROGRESS_BURST` events, then one per :data:`PROGRESS_INTERVAL` seconds (a value that
+    finds no token waits, replaced by newer ones, and is sent with the next token or at the end);
+    at most :data:`MAX_PROGRESS` events per run."""
+
+    def __init__(self, send: Callable[[int, float], None]) -> None:
+        self.send = send
+        self.sent = 0
+        self.tokens = float(PROGRESS_BURST)
+        self.stamp = time.monotonic()
+        self.pending: tuple[int, float] | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, step: int, value: float) -> None:
+        with self.lock:
+            self.pending = (step, value)
+            now = time.monotonic()
+            self.tokens = min(PROGRESS_BURST, self.tokens + (now - self.stamp) / PROGRESS_INTERVAL)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                self._send_pending()
+
+    def _send_pending(self) -> None:
+        if self.pending is None or self.sent >= MAX_PROGRESS:
+            return
+        step, value = self.pending
+        self.pending = None
+        self.sent += 1
+        with contextlib.suppress(redis.RedisError):
+            self.send(step, value)
+
+    def flush(self) -> None:
+        """Send the last value held back by the rate limit."""
+        with self.lock:
+            self._send_pending()
+
+
 def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     """``message`` cut to ``limit`` characters, keeping its first line and its end."""
     if len(message) <= limit:
@@ -113,6 +158,23 @@ def execute(fn: str, config: dict[str, Any], allow: Allowlist) -> tuple[str, Any
         return "completed", parse_metric(result)
     except InvalidMetricError as exc:
         return "invalid_metric", f"{fn} {exc}"
+
+
+def dispatch(p: Payload, allow: Allowlist, progress: Callable[[int, float], None] | None) -> tuple[str, Any]:
+    """Run the payload's trial, a function or a command: ``(kind, metric or message)``."""
+    try:
+        command = parse_trial(p.fn)
+    except TrialSpecError as exc:
+        return "refused", str(exc)
+    if not isinstance(command, CommandTrial):
+        return execute(p.fn, p.config, allow)
+    why = allow.refusal(p.fn)
+    if why is not None:
+        return "refused", f"{why} (set EVOQ_ALLOW_COMMANDS or pass --allow-command)"
+    return run_command(
+        command, p.config, experiment=p.experiment, index=p.trial, attempt=p.attempt,
+        on_intermediate=progress or (lambda step, value: None),
+    )  # fmt: skip
 
 
 def experiment_version(conn: redis.Redis, keys: Keys) -> int | None:
@@ -159,9 +221,11 @@ def run_trial(payload: Any) -> dict[str, Any]:
 
     report(TrialStarted(trial, attempt, worker, time.time()))
     beat = Heartbeat(conn, keys.heartbeat(trial, attempt), p.heartbeat_ttl, worker).start()
+    progress = Progress(lambda step, value: report(TrialProgressed(trial, attempt, step, value, time.time())))
     t0 = time.monotonic()
     try:
-        kind, value = execute(p.fn, p.config, allowlist())
+        kind, value = dispatch(p, allowlist(), progress if version >= 2 else None)
+        progress.flush()
     except BaseTimeoutException as exc:
         report(TrialFailed(trial, attempt, "timeout", clip(f"{exc}"), worker, time.time()))
         raise
