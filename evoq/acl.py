@@ -15,8 +15,8 @@ The *worker* user can do what ``rq worker`` and evoq's trial runner need and not
   liveness check allows for).
 
 With an experiment name, the worker may report to that experiment only (``*``: any). The
-*controller* user may use its experiments' keys (``evoq:{NAME}:*``), the experiment index and
-RQ's keys, publish RQ's stop-job commands, list clients (to count live workers) and load its
+*controller* user may use its experiments' keys (``evoq:{NAME}:*``), the experiment index, the
+queues' lists of controllers (``evoq:queue:*``, to share a queue's workers fairly) and RQ's keys, publish RQ's stop-job commands, list clients (to count live workers) and load its
 Lua scripts; no admin or dangerous command else.
 
 Passwords are left to the operator: replace ``>CHANGE-ME-...`` in the printed lines (or use
@@ -60,7 +60,7 @@ def controller_rules(experiment: str) -> list[str]:
     """The ACL rules (after the password) of the controller user."""
     tag = _tag(experiment)
     return [
-        "resetkeys", "resetchannels", "-@all", "~rq:*", f"~evoq:{{{tag}}}:*", f"~{EXPERIMENTS}", "&rq:*",
+        "resetkeys", "resetchannels", "-@all", "~rq:*", f"~evoq:{{{tag}}}:*", f"~{EXPERIMENTS}", "~evoq:queue:*", "&rq:*",
         *CONTROLLER_COMMANDS,
     ]  # fmt: skip
 

@@ -613,11 +613,15 @@ def with_source(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
 )  # fmt: skip
 def status(source: str, redis_url: str | None, log_dir: Path, as_json: bool, n_failures: int) -> None:
     """The state of experiment NAME (in Redis, or the embedded log), or of a log FILE."""
-    state = load(source, redis_url, log_dir).state
+    loaded = load(source, redis_url, log_dir)
+    size = loaded.source.size()
     if as_json:
-        click.echo(json.dumps(summary(state), indent=2))
-    else:
-        click.echo("\n".join(state_lines(state, failures=n_failures)))
+        click.echo(json.dumps({**summary(loaded.state), "log": size}, indent=2))
+        return
+    click.echo("\n".join(state_lines(loaded.state, failures=n_failures)))
+    where = "Redis stream" if size["records"] is not None else "log file"
+    mib = f"{size['bytes'] / 2**20:.2f} MiB" if size["bytes"] is not None else "size unknown"
+    click.echo(f"  {where}: {loaded.state.events} records, {mib}")
 
 
 @main.command()

@@ -2,13 +2,16 @@
 
 Its state is never stored: it is rebuilt by replaying the experiment's Redis Stream and then
 kept up to date by folding new entries as ``XREAD BLOCK`` delivers them (no fixed-interval
-polling). Every write goes through one path, :meth:`Controller.commit`: a MULTI/EXEC that
-WATCHes the stream and the lease, checks (in the same round trip) that the lease is ours and that
-the stream's last entry is the last one folded, and only then appends the event — and, for a
-submission, enqueues its RQ job in the same transaction. Any concurrent append aborts it; the
-controller folds what arrived and decides again. So each decision is made on exactly the log
-prefix that precedes it (an auditor re-derives it), and a crash can never leave a logged trial
-without its job or a job without its event.
+polling). Every write goes through one path, :meth:`Controller.commit`: one Lua script, run
+atomically by Redis in one round trip, that checks that the lease is ours and that nothing which
+could change the decision was appended since the last entry folded, and only then appends the
+event — and, for a submission, runs the commands that enqueue its RQ job (recorded from RQ's own
+enqueue code). Entries that cannot change a decision (a worker's ``trial_started`` or
+``trial_progressed``: neither changes anything :func:`~evoq.proposal.propose` reads) do not stop
+the commit; they are handed back and folded before the new event, in stream order. Anything else
+aborts it; the controller folds what arrived and decides again. So each decision is exactly what
+the log prefix before it derives (an auditor re-derives it), and a crash can never leave a logged
+trial without its job or a job without its event.
 
 Exactly one controller runs an experiment (:mod:`evoq.lease`). Lost runs are found by
 :mod:`evoq.liveness` from a snapshot of the runs' RQ jobs and heartbeat keys.
@@ -20,6 +23,7 @@ stream no longer holds the experiment at all, the controller stops with an error
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,12 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import WatchError
 from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
-from rq.worker import Worker
 
 from .codec import encode
 from .events import (
@@ -44,12 +46,12 @@ from .events import (
     TrialFailed,
     TrialSubmitted,
 )
-from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys
+from .keys import DEFAULT_QUEUE, EXPERIMENTS, STREAM_FIELD, Keys, queue_controllers
 from .lease import ControllerError, Lease, LeaseHeldError, LeaseLostError
-from .liveness import JobProbe, judge
+from .liveness import SUSPECTS_SCRIPT, JobProbe, fair_share, judge
 from .log import unpack_records
 from .proposal import Proposal, may_submit, propose
-from .redislog import RedisLog, stream_id
+from .redislog import RedisLog, _record, stream_id
 from .reducer import Run, State, StateBuilder, finish_reason, status_of
 from .space import SearchSpace
 from .strategy import Strategy
@@ -89,9 +91,11 @@ class ControllerOptions:
             silent for this long has its run declared lost.
         check_interval: seconds between checks of running jobs (also the XREAD BLOCK timeout).
         wait_for_lease: wait for another controller's lease instead of exiting.
-        result_ttl: seconds RQ keeps a finished job's hash.
-        capacity: a function giving the number of live workers (default: RQ workers of the queue
-            whose Redis connection is up, from CLIENT LIST).
+        result_ttl: seconds RQ keeps a finished job's hash (the log holds the result).
+        failure_ttl: seconds RQ keeps a failed job (for its traceback; RQ's default is a year).
+        capacity: a function giving the number of live workers (default: RQ workers registered
+            on the queue, checked against the connections' names every 30 s; on a queue shared
+            with other experiments, this experiment's fair share of them).
         backend: how messages name where the experiment lives ("this Redis", "the embedded log").
         preempt_on_stop: when stopped before the end, record the runs in flight as ``preempted``
             (the embedded default: its worker threads end with the process, and the runs are
@@ -104,9 +108,16 @@ class ControllerOptions:
     check_interval: float = 1.0
     wait_for_lease: bool = False
     result_ttl: int = 600
+    failure_ttl: int = 86400
     capacity: Callable[[], int] | None = None
     backend: str = "this Redis"
     preempt_on_stop: bool = False
+
+
+def _entry_record(fields: Any, raw_id: Any) -> bytes:
+    """The record of a stream entry handed back by the commit script (fields as a flat list)."""
+    pairs = dict(zip(fields[0::2], fields[1::2], strict=False)) if isinstance(fields, list) else fields
+    return _record(pairs, raw_id)
 
 
 def experiment_matches(
@@ -149,7 +160,54 @@ Decision = tuple[Event, Proposal | None]
 """What :meth:`Controller.commit` appends: an event, and the proposal whose job to enqueue."""
 
 _CONFLICT_BACKOFF = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+COMMIT_SCRIPT = r"""
+-- KEYS: lease, stream. ARGV: lease value, last id folded ('' none), record, field name,
+-- number of commands, then per command its argument count and arguments.
+local unpack = unpack or table.unpack
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease'} end
+local last = ARGV[2]
+local passed = {}
+if last == '' then
+  if redis.call('XLEN', KEYS[2]) > 0 then return {'conflict'} end
+else
+  if #redis.call('XRANGE', KEYS[2], last, last, 'COUNT', 1) == 0 then return {'regressed'} end
+  local after = redis.call('XRANGE', KEYS[2], '(' .. last, '+', 'COUNT', 201)
+  if #after > 200 then return {'conflict'} end  -- far behind: catch up first
+  for _, entry in ipairs(after) do
+    local fields, rec = entry[2], nil
+    for j = 1, #fields, 2 do
+      if fields[j] == ARGV[4] then rec = fields[j + 1] end
+    end
+    -- only a worker's trial_started / trial_progressed may pass: they change no decision
+    -- (msgpack: a fixarray, then the tag as a fixstr of 13 or 16 bytes: 0xad or 0xb0)
+    if not rec or not ((string.byte(rec, 2) == 173 and string.sub(rec, 3, 15) == 'trial_started')
+                       or (string.byte(rec, 2) == 176 and string.sub(rec, 3, 18) == 'trial_progressed')) then
+      return {'conflict'}
+    end
+    passed[#passed + 1] = entry
+  end
+end
+local id = redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[3])
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return {'ok', id, passed}
+"""
 _RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.25)
+WORKER_REFRESH_S = 5.0
+CLIENT_SCAN_S = 30.0
+_COUNT_WORKERS = """
+-- KEYS[1]: RQ's set of the queue's worker keys. Answers the names of those whose key is alive.
+local out = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', key) == 1 then out[#out + 1] = string.sub(key, 11) end
+end
+return out
+"""
 
 
 class Controller:
@@ -174,6 +232,7 @@ class Controller:
         self.log = RedisLog(client, self.keys)
         self.lease = Lease(client, self.keys, ttl=self.opts.lease_ttl)
         self.queue = Queue(self.opts.queue, connection=client, serializer=SERIALIZER, job_class=JOB_CLASS)
+        self._commit_script = client.register_script(COMMIT_SCRIPT)
         self.on_progress = on_progress
         self.on_entries = on_entries
         self._handed = 0
@@ -183,6 +242,9 @@ class Controller:
         self._checked = 0.0
         self._missing: dict[tuple[int, int], float] = {}
         self._workers_cache: tuple[float, int] = (0.0, 0)
+        self._connected: tuple[float, set[str], set[str]] = (-1e9, set(), set())
+        self._suspects = client.register_script(SUSPECTS_SCRIPT)
+        self._count_workers = client.register_script(_COUNT_WORKERS)
         self.stop_event = threading.Event()
         self.conflicts = 0
         """Commits aborted because the log moved on (for benchmarks)."""
@@ -250,27 +312,27 @@ class Controller:
     def _try_commit(self, event: Event, job: Proposal | None) -> str:
         """One attempt: ``"ok"``, ``"conflict"`` (the log moved on) or ``"regressed"``."""
         record = encode(event)
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(self.keys.lease, self.keys.stream)  # type: ignore[no-untyped-call]
-                # lease, tail and "is the last folded entry still there" in one round trip
-                lease, tail, kept = self.lease.tail_script(
-                    keys=[self.keys.lease, self.keys.stream], args=[self.last_id or ""], client=pipe
-                )
-                self.lease.check(lease)
-                tail_id = stream_id(tail[0][0]) if tail else None
-                if not kept or (self.last_id is not None and tail_id is None):
-                    return "regressed"
-                if tail_id != self.last_id:
-                    return "conflict"
-                pipe.multi()
-                self.log.append([record], pipeline=pipe)
-                if job is not None:
-                    self._enqueue(job, pipe)
-                result = pipe.execute()
-            except WatchError:
-                return "conflict"
-        self._fold([(stream_id(result[0]), record)])
+        commands: list[Any] = []
+        n_commands = 0
+        if job is not None:
+            # RQ's own enqueue, recorded instead of sent: the script runs it with the append
+            recorder = self.client.pipeline(transaction=False)
+            self._enqueue(job, recorder)
+            encode_arg: Callable[[Any], bytes] = self.client.connection_pool.get_encoder().encode
+            for args, _options in recorder.command_stack:
+                commands += [len(args), *(encode_arg(a) for a in args)]
+                n_commands += 1
+        answer = self._commit_script(
+            keys=[self.keys.lease, self.keys.stream],
+            args=[self.lease.value or b"", self.last_id or "", record, STREAM_FIELD, n_commands, *commands],
+        )
+        verdict = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
+        if verdict == "lease":
+            self.lease.check(None)
+        if verdict != "ok":
+            return verdict
+        passed = [(stream_id(i), _entry_record(fields, i)) for i, fields in answer[2]]
+        self._fold([*passed, (stream_id(answer[1]), record)])
         return "ok"
 
     def verify_log(self) -> None:
@@ -281,10 +343,7 @@ class Controller:
         """
         if self.last_id is None:
             return
-        _lease, _tail, kept = self.lease.tail_script(
-            keys=[self.keys.lease, self.keys.stream], args=[self.last_id], client=self.client
-        )
-        if not kept:
+        if not self.client.xrange(self.keys.stream, min=self.last_id, max=self.last_id, count=1):
             self._on_regression()
 
     def _on_regression(self) -> None:
@@ -320,6 +379,7 @@ class Controller:
             job_id=self.keys.job_id(p.trial, p.attempt),
             timeout=timeout,
             result_ttl=self.opts.result_ttl,
+            failure_ttl=self.opts.failure_ttl,
             description=f"evoq {self.experiment.name} trial {p.trial} attempt {p.attempt}",
             pipeline=pipe,
         )
@@ -380,46 +440,76 @@ class Controller:
 
     # -- workers and lost runs ----------------------------------------------------------------
     def live_workers(self) -> int:
-        """RQ workers listening on the queue whose Redis connection is up (cached for 1 s)."""
+        """This experiment's capacity: the RQ workers of its queue (its fair share of them when
+        other experiments submit to the same queue), refreshed every 5 s."""
         if self.opts.capacity is not None:
             return self.opts.capacity()
         now = time.monotonic()
-        if now - self._workers_cache[0] < 1.0:
+        if now - self._workers_cache[0] < WORKER_REFRESH_S:
             return self._workers_cache[1]
-        names = {k.split(":", 2)[-1] for k in Worker.all_keys(connection=self.client, queue=self.queue)}
-        try:
-            clients: Any = self.client.client_list()
-            connected = {c.get("name") for c in clients}
-            count = len(names & connected)
-        except redis.ResponseError:  # managed Redis may forbid CLIENT LIST
-            count = len(names)
-        # Never 0: an under-count (a worker whose connection was re-opened without its name is
-        # invisible to CLIENT LIST) must not stall the evolve phase; an over-count only leaves a
+        names = [
+            n.decode() if isinstance(n, bytes) else str(n)
+            for n in self._count_workers(keys=[self.queue.key.replace("rq:queue:", "rq:workers:", 1)])
+        ]
+        count = len(self._connected_among(names, now))
+        # Never 0: an under-count must not stall the evolve phase; an over-count only leaves a
         # job waiting in the queue.
-        count = max(count, 1)
-        self._workers_cache = (now, count)
-        return count
+        workers = max(count, 1)
+        share = self._share(workers)
+        self._workers_cache = (now, share)
+        return share
+
+    def _connected_among(self, names: list[str], now: float) -> list[str]:
+        """The workers whose Redis connection is up, by the names of the connections (CLIENT
+        LIST, at most every 30 s: it costs ~0.1 ms per client). A worker registered since the
+        last look counts as connected; without CLIENT LIST (managed Redis), all count."""
+        seen_at, connected, known = self._connected
+        if now - seen_at >= CLIENT_SCAN_S:
+            try:
+                clients: Any = self.client.client_list()
+                connected = {str(c.get("name")) for c in clients}
+            except redis.ResponseError:  # managed Redis may forbid CLIENT LIST
+                connected = set(names)
+            known = set(names)
+            self._connected = (now, connected, known)
+        return [n for n in names if n in connected or n not in known]
+
+    def _share(self, workers: int) -> int:
+        """Register this experiment on its queue and take its share of the queue's workers."""
+        key = queue_controllers(self.opts.queue)
+        stamp = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(key, {self.experiment.name: stamp})
+        pipe.zremrangebyscore(key, "-inf", stamp - 3 * max(self.opts.lease_ttl, WORKER_REFRESH_S))
+        pipe.zrange(key, 0, -1)
+        active = [n.decode() if isinstance(n, bytes) else str(n) for n in pipe.execute()[2]]
+        return fair_share(workers, active, self.experiment.name)
 
     def probe(self, runs: list[Run]) -> list[JobProbe]:
-        """One snapshot of the runs' jobs: status and heartbeat in one MULTI/EXEC; then the
-        queue position of those still queued (the only ones for which it matters)."""
-        pipe = self.client.pipeline(transaction=True)
+        """One atomic look at the runs' jobs: status and heartbeat, answered only for the runs that
+        are not started and beating; then the queue position of those still queued."""
+        keys: list[str] = []
         for r in runs:
-            pipe.hget(Job.key_for(self.keys.job_id(r.trial, r.attempt)), "status")
-            pipe.exists(self.keys.heartbeat(r.trial, r.attempt))
-        answers = pipe.execute()
-        statuses = [s.decode(errors="replace") if isinstance(s, bytes) else None for s in answers[0::2]]
-        queued = [i for i, s in enumerate(statuses) if s == "queued"]
-        positions: dict[int, bool] = {}
+            keys += [
+                Job.key_for(self.keys.job_id(r.trial, r.attempt)),
+                self.keys.heartbeat(r.trial, r.attempt),
+            ]
+        answer: Any = self._suspects(keys=keys)
+        probes = [JobProbe("started", None, True)] * len(runs)
+        queued = []
+        for k in range(0, len(answer), 3):
+            i, raw, beating = int(answer[k]) - 1, answer[k + 1], bool(answer[k + 2])
+            status = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            probes[i] = JobProbe(status or None, None, beating)
+            if status == "queued":
+                queued.append(i)
         if queued:
             pipe = self.client.pipeline(transaction=False)
             for i in queued:
                 pipe.lpos(self.queue.key, self.keys.job_id(runs[i].trial, runs[i].attempt))
-            positions = {i: pos is not None for i, pos in zip(queued, pipe.execute(), strict=True)}
-        return [
-            JobProbe(status, positions.get(i), bool(beating))
-            for i, (status, beating) in enumerate(zip(statuses, answers[1::2], strict=True))
-        ]
+            for i, pos in zip(queued, pipe.execute(), strict=True):
+                probes[i] = JobProbe("queued", pos is not None, probes[i].beating)
+        return probes
 
     def check_runs(self) -> None:
         """Declare lost the runs whose job vanished, ended unreported, or stopped heartbeating."""
@@ -613,6 +703,9 @@ class Controller:
             if opened and self.on_progress is not None:
                 self.on_progress(self.state)  # the final state (a finishing step returns before it)
         finally:
+            if self.opts.capacity is None:
+                with contextlib.suppress(redis.RedisError):  # no longer a taker of this queue's workers
+                    self.client.zrem(queue_controllers(self.opts.queue), self.experiment.name)
             self.lease.release()
         return self.state.freeze()
 
@@ -641,6 +734,7 @@ class Controller:
         self.lease.reclaim()
         self._missing.clear()
         self._workers_cache = (0.0, 0)
+        self._connected = (-1e9, set(), set())
         self.replay()
         log.info("Redis is back; replayed %d events", self.state.events)
 

@@ -65,5 +65,11 @@ class Keys:
         return f"evoq-{self.name}-{trial}-{attempt}"
 
 
+def queue_controllers(queue: str) -> str:
+    """A sorted set of the experiments whose controllers submit to ``queue`` (score: the last
+    time each said so): the workers listening on a shared queue are split between them."""
+    return f"evoq:queue:{queue}:controllers"
+
+
 STREAM_FIELD = b"e"
 """The one field of each stream entry: the encoded event record."""

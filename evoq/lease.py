@@ -3,8 +3,8 @@
 The lease key holds ``"<fence>:<owner>"``; the fence is a counter incremented at every
 acquisition, so two controllers never hold the same value. The holder renews the key's TTL as it
 goes (a third of the TTL at the latest) and every write it makes is conditional on the key still
-holding its value (the commit WATCHes the key and reads it with :attr:`Lease.tail_script`). A
-controller that stalls longer than the TTL loses the lease and must stop.
+holding its value (the controller's commit script checks it in the same atomic step as the
+append). A controller that stalls longer than the TTL loses the lease and must stop.
 
 The Lua scripts are registered once per client (``register_script``: EVALSHA, loading the script
 again after a Redis restart emptied the script cache).
@@ -40,12 +40,6 @@ local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0
-"""
-_TAIL = """
-local tail = redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1)
-local kept = 1
-if ARGV[1] ~= '' then kept = #redis.call('xrange', KEYS[2], ARGV[1], ARGV[1]) end
-return {redis.call('get', KEYS[1]), tail, kept}
 """
 
 
@@ -86,9 +80,6 @@ class Lease:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._reclaim = client.register_script(_RECLAIM)
-        self.tail_script = client.register_script(_TAIL)
-        """``tail_script(keys=[lease, stream], args=[last_id or ""], client=pipe)`` returns
-        ``[lease value, [last entry] or [], 1 if the entry last_id is still there else 0]``."""
 
     @property
     def ttl_ms(self) -> int:

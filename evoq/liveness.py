@@ -91,3 +91,36 @@ def judge(
             return Verdict(None, start)
         return Verdict(f"worker {worker or '?'} stopped heartbeating (no beat for {heartbeat_ttl:g}s)", start)
     return Verdict(f"RQ job {job_id} ended {status} without reporting", None)
+
+
+def fair_share(workers: int, active: list[str], me: str) -> int:
+    """This experiment's share of the workers of a queue shared by the ``active`` experiments.
+
+    ``workers // n`` each, the remainder going one by one to the first experiments by name, so
+    the shares add up to ``workers`` exactly; at least 1 (an experiment never stalls). An
+    experiment missing from ``active`` (not registered yet) counts itself in.
+    """
+    names = sorted(set(active) | {me})
+    n = len(names)
+    base, extra = divmod(max(workers, 1), n)
+    return max(1, base + (1 if names.index(me) < extra else 0))
+
+
+SUSPECTS_SCRIPT = """
+-- KEYS: per run, its job hash and its heartbeat key. Answers, for each run that is not STARTED
+-- with a live heartbeat (the common case, left out), its index, job status ('' if gone) and
+-- whether its heartbeat key exists.
+local out = {}
+for i = 1, #KEYS, 2 do
+  local status = redis.call('HGET', KEYS[i], 'status')
+  local beating = redis.call('EXISTS', KEYS[i + 1])
+  if not (status == 'started' and beating == 1) then
+    out[#out + 1] = (i + 1) / 2
+    out[#out + 1] = status or ''
+    out[#out + 1] = beating
+  end
+end
+return out
+"""
+"""The runs worth a closer look, read in one atomic step whose answer does not grow with the
+number of healthy runs."""

@@ -80,6 +80,19 @@ class Source:
                 raise SourceError(f"cannot read {self.label}: {exc.strerror or exc}") from None
         self.warnings.extend(str(w.message) for w in caught)
 
+    def size(self) -> dict[str, int | None]:
+        """``{"records", "bytes"}`` of the log: the stream's length and memory (XLEN, MEMORY
+        USAGE), or the file's size. ``bytes`` is None where Redis will not say."""
+        if isinstance(self.log, FileLog):
+            return {"records": None, "bytes": self.log.path.stat().st_size}
+        assert self.client is not None
+        records = int(self.client.xlen(self.log.stream))
+        try:
+            usage: Any = self.client.memory_usage(self.log.stream, samples=0)
+        except redis.ResponseError:
+            usage = None
+        return {"records": records, "bytes": int(usage) if usage is not None else None}
+
     def load(self) -> Loaded:
         """Every event of the log and the state they fold to. A record the fold rejects
         (garbled, foreign, of a newer schema, ...) is left out of the events and counted in the

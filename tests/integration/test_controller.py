@@ -9,7 +9,6 @@ from typing import Any
 
 import fakeredis
 import pytest
-from redis.exceptions import WatchError
 
 from evoq.audit import audit_entries
 from evoq.codec import decode, encode
@@ -67,27 +66,48 @@ def test_a_commit_aborted_by_a_concurrent_append_decides_again_on_the_new_log():
             [encode(TrialStarted(t, 0, "w", 1.0)), encode(TrialCompleted(t, 0, float(t), 0.1, "w", 1.0))]
         )
     ctl.catch_up()
-    wlog.append([encode(TrialStarted(98, 0, "late", 1.0))])  # not folded yet: a stale tail
-    script = ctl.lease.tail_script
+    script = ctl._commit_script
     calls = []
 
-    def racing_tail(**kwargs: Any) -> Any:
-        answer = script(**kwargs)
+    def racing(**kwargs: Any) -> Any:
         calls.append(1)
-        if len(calls) == 2:  # a worker appends between the controller's WATCH and its EXEC
-            wlog.append([encode(TrialStarted(99, 0, "late", 1.0))])
-        return answer
+        if len(calls) == 1:  # a result lands between the decision and its commit
+            wlog.append([encode(TrialCompleted(0, 0, 99.0, 0.1, "w", 1.0))])  # a duplicate: ignored
+            wlog.append([encode(TrialStarted(4, 0, "w", 1.0))])
+        return script(**kwargs)
 
-    ctl.lease.tail_script = racing_tail  # type: ignore[method-assign]
+    ctl._commit_script = racing  # type: ignore[method-assign]
     before = ctl.conflicts
     assert ctl.submit_ready() >= 1
-    assert ctl.conflicts - before >= 2  # stale tail, then the append inside WATCH
+    assert ctl.conflicts - before == 1  # the completion aborted the first commit; the rest went through
     events = [decode(d) for _, d in RedisLog(other, Keys("c")).read()]
     first_evolve = next(
         i for i, e in enumerate(events) if isinstance(e, TrialSubmitted) and e.phase == "evolve"
     )
     assert first_evolve > max(i for i, e in enumerate(events) if isinstance(e, TrialCompleted))
     assert audit_entries(RedisLog(other, Keys("c")).read()).ok  # every decision re-derives
+
+
+def test_a_worker_s_started_and_progress_events_do_not_stop_a_commit():
+    """Neither changes anything a proposal reads: the commit goes through and hands them back,
+    folded before the new submission, in stream order."""
+    from evoq.events import TrialProgressed
+
+    server = fakeredis.FakeServer()
+    ctl = make(server)
+    ctl.open()
+    ctl.submit_ready()
+    wlog = RedisLog(fakeredis.FakeRedis(server=server), Keys("c"))
+    for t in range(4):
+        wlog.append([encode(TrialCompleted(t, 0, float(t), 0.1, "w", 1.0))])
+    ctl.catch_up()
+    wlog.append([encode(TrialStarted(4, 0, "w", 2.0)), encode(TrialProgressed(4, 0, 1, 0.5, 2.0))])
+    before, folded = ctl.conflicts, ctl.state.events
+    assert ctl.submit_ready() == 2
+    assert ctl.conflicts == before and ctl.state.events == folded + 2 + 2
+    ids = [pos for pos, _ in wlog.read()]
+    assert ctl.last_id == ids[-1]
+    assert audit_entries(wlog.read()).ok
 
 
 def test_a_stream_that_lost_its_tail_is_replayed_and_the_same_decisions_follow():
@@ -121,29 +141,15 @@ def test_a_stream_that_lost_the_experiment_stops_the_controller_with_a_clear_err
     assert "Error" in type(info.value).__name__
 
 
-class AlwaysAborted:
-    """A client whose transactions never commit (every EXEC meets a WatchError)."""
+class AlwaysConflicting:
+    """A commit script that always answers that the log moved on (and counts its calls)."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self) -> None:
         self.attempts = 0
 
-    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        pipe = self._client.pipeline(*args, **kwargs)
-        real_execute = pipe.execute
-
-        def execute(*a: Any, **k: Any) -> Any:
-            if pipe.explicit_transaction:
-                self.attempts += 1
-                pipe.reset()
-                raise WatchError("aborted")
-            return real_execute(*a, **k)
-
-        pipe.execute = execute
-        return pipe
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+    def __call__(self, **kwargs: Any) -> Any:
+        self.attempts += 1
+        return [b"conflict"]
 
 
 @pytest.mark.parametrize("action", ["finish", "lost", "submit"])
@@ -157,8 +163,8 @@ def test_every_retry_loop_honours_stop_and_backs_off(action):
         for t in range(4):
             RedisLog(ctl.client, Keys("c")).append([encode(TrialCompleted(t, 0, 1.0, 0.1, "w", 1.0))])
         ctl.catch_up()
-    jammed = AlwaysAborted(ctl.client)
-    ctl.client = jammed  # type: ignore[assignment]
+    jammed = AlwaysConflicting()
+    ctl._commit_script = jammed  # type: ignore[method-assign]
     calls = {
         "finish": ctl.finish_if_due,
         "lost": lambda: ctl.declare_lost(run, "test"),
@@ -173,7 +179,7 @@ def test_every_retry_loop_honours_stop_and_backs_off(action):
 
 def test_a_first_replay_longer_than_the_lease_keeps_the_lease():
     server = fakeredis.FakeServer()
-    ctl = make(server, lease_ttl=0.6)
+    ctl = make(server, lease_ttl=2.0)
     ctl.open()
     ctl.submit_ready()
     log = RedisLog(ctl.client, Keys("c"))
@@ -181,11 +187,11 @@ def test_a_first_replay_longer_than_the_lease_keeps_the_lease():
     for _ in range(25):  # 25,000 entries: three XRANGE batches
         log.append(filler)
     ctl.lease.release()
-    slow = make(server, lease_ttl=0.6)
+    slow = make(server, lease_ttl=2.0)
     xrange = slow.client.xrange
 
     def slow_xrange(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.4)  # each batch of the replay takes 0.4 s: 1.2 s in all, twice the TTL
+        time.sleep(1.0)  # each batch of the replay takes 1 s: 3 s in all, longer than the TTL
         return xrange(*args, **kwargs)
 
     slow.client.xrange = slow_xrange  # type: ignore[method-assign]
@@ -222,3 +228,30 @@ def test_after_redis_comes_back_the_controller_resumes_within_a_fraction_of_a_se
         server.connected = True
         ctl.stop()
         t.join(5)
+
+
+def test_experiments_sharing_a_queue_split_its_workers():
+    server = fakeredis.FakeServer()
+    admin = fakeredis.FakeRedis(server=server)
+    connections = []
+    for i in range(5):  # five RQ workers registered on the queue, connected under their names
+        admin.sadd("rq:workers:evoq", f"rq:worker:w{i}")
+        admin.hset(f"rq:worker:w{i}", "state", "idle")
+        connections.append(fakeredis.FakeRedis(server=server, client_name=f"w{i}"))
+        connections[-1].ping()
+    admin.sadd("rq:workers:evoq", "rq:worker:dead")  # a dead worker whose key expired
+    admin.sadd("rq:workers:evoq", "rq:worker:gone")  # one whose key lingers, its connection gone
+    admin.hset("rq:worker:gone", "state", "idle")
+    controllers = []
+    for name in ("alpha", "beta"):
+        client = fakeredis.FakeRedis(server=server)
+        controllers.append(
+            Controller(client, created(STRATEGY, name=name), ControllerOptions(check_interval=0.05))
+        )
+    alpha, beta = controllers
+    assert alpha.live_workers() == 5  # alone on the queue: all of it
+    beta_share = beta.live_workers()
+    alpha._workers_cache = (0.0, 0)  # its next look (every 5 s)
+    shares = [alpha.live_workers(), beta_share]
+    assert shares == [3, 2]  # the remainder goes to the first by name
+    assert sorted(admin.zrange("evoq:queue:evoq:controllers", 0, -1)) == [b"alpha", b"beta"]

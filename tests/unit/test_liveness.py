@@ -51,3 +51,15 @@ def test_started_runs_live_by_their_heartbeat():
 def test_ended_jobs_without_a_report_are_lost_at_once(status):
     v = verdict(status)
     assert v.reason == f"RQ job evoq-x-1-0 ended {status} without reporting"
+
+
+def test_fair_shares_add_up_to_the_workers_and_never_stall():
+    from evoq.liveness import fair_share
+
+    names = ["b", "a", "c"]
+    for workers in (1, 2, 3, 5, 10, 1000):
+        shares = [fair_share(workers, names, me) for me in names]
+        assert sum(shares) == max(workers, len(names)) if workers < len(names) else sum(shares) == workers
+        assert max(shares) - min(shares) <= 1 and min(shares) >= 1
+    assert fair_share(10, ["a"], "b") == 5  # not registered yet: counts itself in
+    assert fair_share(10, [], "a") == 10

@@ -166,3 +166,28 @@ def test_tournament_ties_go_to_the_youngest(mode):
         parents.add(p.parent)
     # whichever pair is drawn, the younger member wins: trial 0 can never be a parent
     assert 0 not in parents
+
+
+@given(st.integers(0, 2**32))
+@settings(max_examples=40, deadline=None)
+def test_started_and_progress_events_never_change_a_proposal(seed):
+    """What the controller's commit relies on to let a worker's trial_started / trial_progressed
+    pass: folding one, anywhere in a log, leaves propose() and the capacity rule unchanged."""
+    from evoq.events import TrialProgressed, TrialStarted
+    from evoq.proposal import may_submit
+
+    rng = random.Random(seed)
+    events = simulate(rng, Strategy(population_size=6, sample_size=3, cycles=30), steps=300)
+    b = StateBuilder()
+    for e in events:
+        b.add(e)
+        if b.running and rng.random() < 0.5:
+            before = (propose(b), may_submit(b, 3))
+            trial = rng.choice(sorted(b.running))
+            extra = rng.choice([
+                TrialStarted(trial, b.running[trial].attempt, "w9", 1.0),
+                TrialProgressed(trial, b.running[trial].attempt, rng.randrange(50), rng.random(), 1.0),
+                TrialStarted(10**6, 0, "ghost", 1.0),
+            ])  # fmt: skip
+            b.add(extra)
+            assert (propose(b), may_submit(b, 3)) == before
