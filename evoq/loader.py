@@ -27,8 +27,8 @@ def allowed(path: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, p) for p in patterns)
 
 
-def load_trial(path: str) -> Callable[[dict[str, Any]], Any]:
-    """Import ``module:function`` and return the function."""
+def load_object(path: str) -> Any:
+    """Import ``module:attribute`` and return the attribute, whatever it is."""
     module_name, _, attr = check_path(path).partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -41,6 +41,12 @@ def load_trial(path: str) -> Callable[[dict[str, Any]], Any]:
             raise TrialLoadError(
                 f"trial {path!r}: module {module_name!r} has no attribute {attr!r}"
             ) from None
+    return obj
+
+
+def load_trial(path: str) -> Callable[[dict[str, Any]], Any]:
+    """Import ``module:function`` and return the function."""
+    obj = load_object(path)
     if not callable(obj):
         raise TrialLoadError(f"trial {path!r} is not callable")
     fn: Callable[[dict[str, Any]], Any] = obj
