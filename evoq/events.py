@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-PHASES = ("init", "evolve")
+PHASES = ("init", "evolve", "reeval")
+"""Why a trial was proposed: the initial random population, a mutated tournament winner, or a
+re-evaluation of an earlier trial's config (``parent``) for a robust incumbent."""
 FAILURE_KINDS = ("error", "invalid_metric", "timeout", "lost", "preempted")
 """Why a trial failed. ``lost`` and ``preempted`` are the infrastructure's fault: the trial is
 run again as a new attempt. The others follow the strategy's ``on_failure``."""

@@ -24,6 +24,19 @@ Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastru
   toward ``cycles`` or touching the population, until ``max_attempts`` runs were lost; the last
   one then counts as a failure like any other.
 * ``ExperimentFinished`` is recorded; events after it change nothing.
+
+Re-evaluation (``reeval_count`` r > 1; see :class:`~evoq.strategy.Strategy`): a completion whose
+metric beats the incumbent's mean (or any, while there is no incumbent) opens a *race* for its
+trial. A ``TrialSubmitted`` of phase ``reeval`` (a new trial index, the same config, ``parent`` =
+the raced trial) runs that config again. Its result counts toward ``cycles`` (an evaluation spent
+is an evaluation spent) but never enters the population: it updates the raced trial's mean, and
+that trial's population member, if it is still there, takes the mean as its metric (aging order
+unchanged, nobody pushed out; a config is one individual however often it is evaluated). A race
+ends when its r - 1 re-evaluations ended, and its trial becomes the incumbent if its mean beats
+the incumbent's; a race whose mean falls behind the incumbent's is dropped. A failed
+re-evaluation follows ``on_failure``: ``worst`` adds the worst metric to the mean (and counts
+toward ``cycles``), ``ignore`` adds nothing. With r = 1 every completion is its own finished race,
+so the incumbent is the first best single result, as before.
 """
 
 from __future__ import annotations
@@ -60,6 +73,36 @@ class Individual(NamedTuple):
     trial: int
     config: Mapping[str, Any]
     metric: float
+
+
+class Race(NamedTuple):
+    """A trial being re-evaluated: its evaluations so far and its re-evaluation runs."""
+
+    trial: int
+    config: Mapping[str, Any]
+    n: int
+    """Evaluations with a metric (the trial's own and its completed re-evaluations)."""
+    total: float
+    """Their sum (the mean is ``total / n``)."""
+    tries: int
+    """Re-evaluations submitted."""
+    pending: int
+    """Re-evaluations submitted and not ended."""
+
+    @property
+    def mean(self) -> float:
+        """The mean metric of the evaluations so far."""
+        return self.total / self.n
+
+
+class Incumbent(NamedTuple):
+    """The config evoq reports as best: the best mean among trials whose race finished."""
+
+    trial: int
+    config: Mapping[str, Any]
+    metric: float
+    """The mean of its evaluations."""
+    evaluations: int
 
 
 class Run(NamedTuple):
@@ -100,6 +143,10 @@ class StateView(Protocol):
     def failures_in_a_row(self) -> int: ...
     @property
     def finished(self) -> ExperimentFinished | None: ...
+    @property
+    def race(self) -> Mapping[int, Race]: ...
+    @property
+    def incumbent(self) -> Incumbent | None: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +166,12 @@ class State:
         completed: trials that completed with a finite metric.
         failed: failed runs by kind (``lost`` and ``preempted`` runs included).
         failures_in_a_row: counted failures since the last completion.
-        best: the best completed individual ever seen (the population forgets; this does not).
+        best: the best single result ever seen (the population forgets; this does not): a trial
+            with its config and that one metric (a re-evaluation's result counts).
+        incumbent: the config evoq reports as best: the best mean among trials whose
+            re-evaluations are done, with the number of evaluations (see the module docstring).
+        race: trials being re-evaluated, by trial index.
+        reevaluated: results of re-evaluations (included in ``results`` and ``completed``).
         finished: the ``ExperimentFinished`` record, once written.
         events: number of events folded in.
     """
@@ -139,6 +191,9 @@ class State:
     best: Individual | None = None
     finished: ExperimentFinished | None = None
     events: int = 0
+    incumbent: Incumbent | None = None
+    race: Mapping[int, Race] = field(default_factory=lambda: MappingProxyType({}))
+    reevaluated: int = 0
 
     @property
     def status(self) -> str:
@@ -197,8 +252,11 @@ class StateBuilder:
         "failed",
         "failures_in_a_row",
         "finished",
+        "incumbent",
         "next_trial",
         "population",
+        "race",
+        "reevaluated",
         "results",
         "retry",
         "running",
@@ -224,6 +282,9 @@ class StateBuilder:
         self.best = s.best
         self.finished = s.finished
         self.events = s.events
+        self.incumbent = s.incumbent
+        self.race: dict[int, Race] = dict(s.race)
+        self.reevaluated = s.reevaluated
         self._pop_size = s.strategy.population_size if s.strategy else 0
         self._key = s.space.key if s.space else None
         self._maximize = s.strategy.maximize if s.strategy else True
@@ -293,6 +354,9 @@ class StateBuilder:
             best=self.best,
             finished=self.finished,
             events=self.events,
+            incumbent=self.incumbent,
+            race=MappingProxyType(dict(self.race)),
+            reevaluated=self.reevaluated,
         )
 
     @property
@@ -319,6 +383,56 @@ class StateBuilder:
         if len(pop) > self._pop_size:
             pop.popleft()
         self.results += 1
+
+    def beats(self, metric: float, incumbent: Incumbent | None) -> bool:
+        """Whether ``metric`` is finite and strictly better than the incumbent's mean (or there is
+        none)."""
+        if not isfinite(metric):
+            return False
+        if incumbent is None:
+            return True
+        return metric > incumbent.metric if self._maximize else metric < incumbent.metric
+
+    def first_result(self, trial: int, config: Mapping[str, Any], metric: float) -> None:
+        """A trial's own result: the incumbent (no re-evaluation) or a race, if it beats the
+        incumbent."""
+        st = self.strategy
+        assert st is not None
+        if not self.beats(metric, self.incumbent):
+            return
+        if st.reeval_count <= 1:
+            self.incumbent = Incumbent(trial, config, metric, 1)
+        else:
+            self.race[trial] = Race(trial, config, 1, metric, 0, 0)
+
+    def reeval_ended(self, parent: int | None, metric: float | None) -> None:
+        """A re-evaluation of ``parent`` ended with ``metric`` (None: no metric); settle its race."""
+        race = self.race.get(parent) if parent is not None else None
+        if race is None:
+            return
+        if metric is not None:
+            race = race._replace(n=race.n + 1, total=race.total + metric, pending=race.pending - 1)
+            pop = self.population
+            for i, ind in enumerate(pop):
+                if ind.trial == race.trial:
+                    pop[i] = Individual(ind.trial, ind.config, race.mean)
+                    break
+        else:
+            race = race._replace(pending=race.pending - 1)
+        self.race[race.trial] = race
+        if race.pending:
+            return
+        st = self.strategy
+        assert st is not None
+        mean = race.mean
+        if race.tries + 1 < st.reeval_count and self.beats(mean, self.incumbent):
+            return  # more re-evaluations are due
+        del self.race[race.trial]
+        if race.tries + 1 >= st.reeval_count and self.beats(mean, self.incumbent):
+            self.incumbent = inc = Incumbent(race.trial, race.config, mean, race.n)
+            for t, other in list(self.race.items()):
+                if not other.pending and not self.beats(other.mean, inc):
+                    del self.race[t]
 
 
 def _live(b: StateBuilder) -> bool:
@@ -363,6 +477,10 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
     k = b._key(config)  # type: ignore[misc]
     seen = b.seen
     seen[k] = seen.get(k, 0) + 1
+    if attempt == 0 and r[6] == "reeval":
+        race = b.race.get(r[5])
+        if race is not None:
+            b.race[race.trial] = race._replace(tries=race.tries + 1, pending=race.pending + 1)
 
 
 def _on_started(b: StateBuilder, r: tuple[Any, ...]) -> None:
@@ -390,7 +508,13 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
         return
     del b.running[r[2]]
     ind = _new(Individual, (run[0], run[2], metric))
-    b.enter(ind)
+    if run[4] == "reeval":
+        b.results += 1
+        b.reevaluated += 1
+        b.reeval_ended(run[3], metric)
+    else:
+        b.enter(ind)
+        b.first_result(run[0], run[2], metric)
     b.completed += 1
     b.failures_in_a_row = 0
     best = b.best
@@ -407,7 +531,14 @@ def _count_failure(b: StateBuilder, run: Run, kind: str) -> None:
         b.retry[run.trial] = run
         return
     b.failures_in_a_row += 1
-    if st.on_failure == "worst":
+    if run.phase == "reeval":
+        if st.on_failure == "worst":
+            b.results += 1
+            b.reevaluated += 1
+        else:
+            b.unsee(run.config)
+        b.reeval_ended(run.parent, st.worst if st.on_failure == "worst" else None)
+    elif st.on_failure == "worst":
         b.enter(Individual(run.trial, run.config, st.worst))
     else:
         b.unsee(run.config)

@@ -40,6 +40,16 @@ def default_sizes(population: Any, sample: Any, cycles: Any) -> tuple[Any, Any]:
 
 
 ON_FAILURE = ("ignore", "worst")
+MUTATIONS = ("resample", "local")
+"""How a mutated dimension gets its new value: ``resample`` draws from the whole range (NNI);
+``local`` moves an ordered parameter to a nearby value (see :meth:`evoq.space.SearchSpace`)."""
+
+DEFAULT_REEVAL_COUNT = 1
+DEFAULT_MUTATION = "resample"
+LEGACY: dict[str, Any] = {"reeval_count": 1, "mutation": "resample"}
+"""What a key added after the first release means when a *logged* strategy lacks it: the
+behaviour of the evoq that wrote the log. :meth:`Strategy.from_dict` fills these in, so an old
+log re-derives its decisions whatever the defaults for new specs are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,13 @@ class Strategy:
             counted as failed.
         trial_timeout: seconds a trial may run (the RQ job timeout); None for RQ's default.
         prefetch: trials kept in flight beyond the live workers once the population is full.
+        reeval_count: evaluations a config needs before it can be reported as the incumbent.
+            1 (off): the incumbent is the best single result. r > 1: a config whose result beats
+            the incumbent's mean is re-evaluated (phase ``reeval``) until it has ``r``
+            evaluations, or until its mean no longer beats the incumbent's; re-evaluations count
+            toward ``cycles`` and never enter the population (see :mod:`evoq.reducer`).
+        mutation: ``"resample"`` (NNI: a mutated dimension is drawn from its whole range) or
+            ``"local"`` (a mutated ordered dimension moves to a nearby value).
     """
 
     optimize_mode: str = "maximize"
@@ -83,6 +100,8 @@ class Strategy:
     max_attempts: int = 3
     trial_timeout: float | None = None
     prefetch: int = 0
+    reeval_count: int = None  # type: ignore[assignment]  # resolved in __post_init__
+    mutation: str = None  # type: ignore[assignment]  # resolved in __post_init__
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -91,6 +110,9 @@ class Strategy:
         p, s = default_sizes(self.population_size, self.sample_size, self.cycles)
         object.__setattr__(self, "population_size", p)
         object.__setattr__(self, "sample_size", s)
+        for name, default in (("reeval_count", DEFAULT_REEVAL_COUNT), ("mutation", DEFAULT_MUTATION)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
         for name in (
             "population_size",
@@ -99,6 +121,7 @@ class Strategy:
             "dedup_tries",
             "max_failures",
             "max_attempts",
+            "reeval_count",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -109,6 +132,8 @@ class Strategy:
             raise bad("optimize_mode", f"must be one of {OPTIMIZE_MODES}")
         if self.on_failure not in ON_FAILURE:
             raise bad("on_failure", f"must be one of {ON_FAILURE}")
+        if self.mutation not in MUTATIONS:
+            raise bad("mutation", f"must be one of {MUTATIONS}")
         if self.sample_size >= self.population_size:
             raise ValueError(
                 f"strategy parameter 'sample_size' must be smaller than population_size "
@@ -129,10 +154,16 @@ class Strategy:
     @classmethod
     def nni(cls, **overrides: Any) -> Strategy:
         """NNI 2.10's exact semantics and defaults: P=100, S=25, a child may equal its parent,
-        duplicates are allowed."""
-        return cls(
-            **{"dedup": False, "child_differs": False, "population_size": 100, "sample_size": 25, **overrides}
-        )
+        duplicates are allowed, mutation resamples, no re-evaluation (the best single result)."""
+        nni: dict[str, Any] = {
+            "dedup": False,
+            "child_differs": False,
+            "population_size": NNI_POPULATION,
+            "sample_size": NNI_SAMPLE,
+            "reeval_count": 1,
+            "mutation": "resample",
+        }
+        return cls(**{**nni, **overrides})
 
     @property
     def maximize(self) -> bool:
@@ -150,7 +181,18 @@ class Strategy:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Strategy:
-        """Build from a mapping; unknown keys are an error naming the key. Missing keys default."""
+        """Build from a *logged* mapping (``ExperimentCreated.strategy``).
+
+        A key of :data:`LEGACY` that the mapping lacks gets its legacy value — the behaviour of
+        the evoq that wrote a log without that key — so old logs replay and audit unchanged.
+        Other missing keys default; unknown keys are an error naming the key.
+        """
+        return cls.from_spec({**LEGACY, **raw})
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any]) -> Strategy:
+        """Build from a spec's ``[strategy]`` table: missing keys get today's defaults; unknown
+        keys are an error naming the key."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in raw if k not in known]
         if unknown:

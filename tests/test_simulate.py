@@ -177,3 +177,25 @@ def test_table_experiment_writes_a_trial_path_that_simulate_spec_loads_back() ->
     anonymous = TableObjective("synthetic/anon", SPACE, "score", "maximize", TABLE._rows)
     with pytest.raises(ValueError, match="source"):
         table_experiment(anonymous, Strategy(population_size=4, sample_size=2, cycles=5))
+
+
+def test_reevaluation_runs_audit_clean_and_report_the_mean(tmp_path: Any) -> None:
+    from evoq.audit import audit_file
+    from evoq.log import FileLog
+
+    st = Strategy(population_size=8, sample_size=3, cycles=150, reeval_count=3, mutation="local")
+    path = tmp_path / "r.evoqlog"
+    res = simulate(table_experiment(TABLE, st, seed=5), TABLE, workers=3, log=FileLog(path))
+    rep = audit_file(str(path))
+    assert rep.ok, rep.findings
+    events = [decode(r) for _, r in FileLog(path).read()]
+    reevals = [e for e in events if isinstance(e, TrialSubmitted) and e.phase == "reeval"]
+    assert reevals and res.state.reevaluated == len(reevals) - sum(
+        1 for e in reevals if e.trial in res.state.running
+    )
+    inc = res.state.incumbent
+    assert inc is not None and inc.evaluations == 3
+    metrics = [e.metric for e in events if isinstance(e, TrialCompleted) and (e.trial == inc.trial or any(
+        r.trial == e.trial and r.parent == inc.trial for r in reevals))]  # fmt: skip
+    assert len(metrics) == 3 and math.isclose(inc.metric, sum(metrics) / 3)
+    assert res.state.results == 150 and len(res.state.population) == 8

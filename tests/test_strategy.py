@@ -69,3 +69,22 @@ def test_unset_sizes_are_resolved_and_recorded(kwargs, sizes):
     if "population_size" not in kwargs and "sample_size" not in kwargs:
         nni = Strategy.nni(**kwargs)
         assert (nni.population_size, nni.sample_size) == (100, 25)
+
+
+def test_logged_strategies_without_new_keys_mean_the_old_behaviour():
+    """A strategy logged before a key existed re-derives the old decisions, whatever the defaults."""
+    old = Strategy(population_size=20, sample_size=5).to_dict()
+    for key in ("reeval_count", "mutation"):
+        del old[key]
+    logged = Strategy.from_dict(old)
+    assert (logged.reeval_count, logged.mutation) == (1, "resample")
+    fresh = Strategy.from_spec({"population_size": 20, "sample_size": 5})
+    assert Strategy.from_dict(fresh.to_dict()) == fresh  # a full logged dict is taken as it is
+    spec = Strategy.from_spec({})
+    assert (spec.reeval_count, spec.mutation) == (Strategy().reeval_count, Strategy().mutation)
+    nni = Strategy.nni()
+    assert (nni.reeval_count, nni.mutation, nni.dedup, nni.child_differs) == (1, "resample", False, False)
+    with pytest.raises(ValueError, match="mutation"):
+        Strategy(mutation="swap")
+    with pytest.raises(ValueError, match="reeval_count"):
+        Strategy(reeval_count=0)
