@@ -31,7 +31,7 @@ from .keys import DEFAULT_QUEUE, EXPERIMENTS, Keys, check_name
 from .log import FileLog, TornTailWarning, read_events
 from .redislog import RedisLog
 from .reducer import InvalidLogError, State, StateBuilder
-from .report import summary, top_trials, trial_rows
+from .report import best_lines, summary, top_json, top_lines, trial_rows
 from .spec import Spec, SpecError, load_spec
 
 EMBEDDED_DIR = ".evoq"
@@ -98,11 +98,8 @@ def print_state(state: State, as_json: bool) -> None:
         f"  results {data['results']}/{data['cycles']}  completed {data['completed']}  "
         f"failed {data['failed']} {data['failed_by_kind'] or ''}  running {data['running']}"
     )
-    best = data["best"]
-    if best:
-        click.echo(
-            f"  best: trial {best['trial']} metric {best['metric']:.6g} config {json.dumps(best['config'])}"
-        )
+    for line in best_lines(data):
+        click.echo(line)
 
 
 def exit_code(state: State) -> int:
@@ -612,21 +609,17 @@ def status(name: str, redis_url: str | None, log_dir: Path, as_json: bool) -> No
 @click.option("-n", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout.")
 def top(name: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool) -> None:
-    """The best K configs ever completed in experiment NAME (or a log FILE)."""
+    """The best K configs ever completed in experiment NAME (or a log FILE), by the mean of their
+    evaluations (with the count)."""
     events = load_events(name, redis_url, log_dir)
     state = state_of(events)
     assert state.strategy is not None
-    best = top_trials(trial_rows(events), k, maximize=state.strategy.maximize)
-    rows = [
-        {"trial": r.trial, "metric": r.metric, "config": dict(r.config), "parent": r.parent} for r in best
-    ]
+    rows = top_json(trial_rows(events), k, maximize=state.strategy.maximize)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
-    for rank, r in enumerate(rows, 1):
-        click.echo(
-            f"{rank:3d}. trial {r['trial']:5d}  metric {r['metric']:.6g}  {json.dumps(r['config'], default=list)}"
-        )
+    for line in top_lines(rows):
+        click.echo(line)
 
 
 @main.command()

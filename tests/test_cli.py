@@ -36,7 +36,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
 
 
 STATE_KEYS = {"name", "status", "reason", "completed", "results", "cycles", "failed", "failed_by_kind",
-              "running", "next_trial", "events", "population", "best"}  # fmt: skip
+              "running", "next_trial", "events", "population", "best", "incumbent", "reevaluated"}  # fmt: skip
 
 
 def test_run_embedded_then_every_command(tmp_path):
@@ -128,8 +128,8 @@ def test_max_failures_exits_1(tmp_path):
         ),
         ("name='x'\ntrial='tests.trials:quick'\n[space]\na=[]", ["'a'", "empty choice list"]),
         (
-            "name='x'\ntrial='tests.trials:quick'\n[space]\nlr={_type='normal', _value=[0,1]}",
-            ["'lr'", "'normal'"],
+            "name='x'\ntrial='tests.trials:quick'\n[space]\nlr={_type='normal', _value=[0,0]}",
+            ["'lr'", "sigma must be positive"],
         ),
         ("name='x'\ntrial='tests.trials:quick'\nspace='missing.json'", ["missing.json", "not found"]),
         ("name='x'\ntrial='no_such_module:train'\n[space]\na=[1]", ["trial", "no_such_module"]),
