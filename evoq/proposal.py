@@ -10,8 +10,9 @@ Decision order (NNI ``RegularizedEvolution``, then evoq's additions):
 2. a run lost or preempted is submitted again first, same config, next attempt (no randomness);
 3. nothing when ``results + in flight >= cycles``;
 3a. ``reeval`` (``reeval_count`` > 1): the raced trial (see :mod:`evoq.reducer`) with the best
-   mean that still beats the incumbent's and has re-evaluations left to submit is evaluated
-   again: a new trial index, the same config, ``parent`` = the raced trial (no randomness);
+   mean among the incumbent and the challengers that beat its mean, with re-evaluations left to
+   submit and none running, is evaluated again: a new trial index, the same config, ``parent`` =
+   the raced trial (no randomness);
 4. ``init``: a random config while ``population + in flight < population_size``;
 5. nothing while the initial population is still coming in (``population < population_size``);
 6. ``evolve``: a tournament — ``sample_size`` individuals drawn without replacement (a shuffle of
@@ -100,8 +101,9 @@ def propose(state: StateView) -> Proposal | None:
 
 
 def due_reeval(state: StateView) -> Race | None:
-    """The race whose re-evaluation is due: re-evaluations left to submit, none running, a mean
-    that beats the incumbent's; the best mean wins (ties: the lowest trial). None if none is."""
+    """The race whose re-evaluation is due: re-evaluations left to submit, none running, and the
+    incumbent's own race or a mean that beats the incumbent's; the best mean wins (ties: the
+    lowest trial). None if none is."""
     st = state.strategy
     if st is None or st.reeval_count <= 1 or not state.race:
         return None
@@ -114,7 +116,9 @@ def due_reeval(state: StateView) -> Race | None:
         if race.pending or race.tries + 1 >= st.reeval_count:
             continue
         score = sign * race.mean
-        if score <= bar or not math.isfinite(score):
+        if not math.isfinite(score):
+            continue
+        if score <= bar and not (inc is not None and race.trial == inc.trial):
             continue
         if best is None or score > best_score or (score == best_score and race.trial < best.trial):
             best, best_score = race, score

@@ -25,18 +25,19 @@ Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastru
   one then counts as a failure like any other.
 * ``ExperimentFinished`` is recorded; events after it change nothing.
 
-Re-evaluation (``reeval_count`` r > 1; see :class:`~evoq.strategy.Strategy`): a completion whose
-metric beats the incumbent's mean (or any, while there is no incumbent) opens a *race* for its
-trial. A ``TrialSubmitted`` of phase ``reeval`` (a new trial index, the same config, ``parent`` =
+Re-evaluation (``reeval_count`` r > 1; see :class:`~evoq.strategy.Strategy`): the first result of
+the experiment makes its trial the incumbent and opens a *race* for it (its confirmation); later,
+a result that beats the incumbent's mean opens a race for its trial (a challenger). A ``TrialSubmitted`` of phase ``reeval`` (a new trial index, the same config, ``parent`` =
 the raced trial) runs that config again. Its result counts toward ``cycles`` (an evaluation spent
 is an evaluation spent) but never enters the population: it updates the raced trial's mean, and
 that trial's population member, if it is still there, takes the mean as its metric (aging order
-unchanged, nobody pushed out; a config is one individual however often it is evaluated). A race
-ends when its r - 1 re-evaluations ended, and its trial becomes the incumbent if its mean beats
-the incumbent's; a race whose mean falls behind the incumbent's is dropped. A failed
-re-evaluation follows ``on_failure``: ``worst`` adds the worst metric to the mean (and counts
-toward ``cycles``), ``ignore`` adds nothing. With r = 1 every completion is its own finished race,
-so the incumbent is the first best single result, as before.
+unchanged, nobody pushed out; a config is one individual however often it is evaluated). The
+incumbent's own re-evaluations update its mean and count. A challenger's race ends when its
+r - 1 re-evaluations ended, and its trial then replaces the incumbent if its mean still beats the
+incumbent's; a challenger whose mean falls behind is dropped. A failed re-evaluation follows
+``on_failure``: ``worst`` adds the worst metric to the mean (and counts toward ``cycles``),
+``ignore`` adds nothing. With r = 1 there are no races: a result that beats the incumbent
+replaces it, so the incumbent is the first best single result, as before.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Race(NamedTuple):
 
 
 class Incumbent(NamedTuple):
-    """The config evoq reports as best: the best mean among trials whose race finished."""
+    """The config evoq reports as best (see the module docstring): a trial and its mean."""
 
     trial: int
     config: Mapping[str, Any]
@@ -168,8 +169,8 @@ class State:
         failures_in_a_row: counted failures since the last completion.
         best: the best single result ever seen (the population forgets; this does not): a trial
             with its config and that one metric (a re-evaluation's result counts).
-        incumbent: the config evoq reports as best: the best mean among trials whose
-            re-evaluations are done, with the number of evaluations (see the module docstring).
+        incumbent: the config evoq reports as best: a trial with the mean of its evaluations and
+            their number (the winner of the last race; see the module docstring).
         race: trials being re-evaluated, by trial index.
         reevaluated: results of re-evaluations (included in ``results`` and ``completed``).
         finished: the ``ExperimentFinished`` record, once written.
@@ -394,15 +395,16 @@ class StateBuilder:
         return metric > incumbent.metric if self._maximize else metric < incumbent.metric
 
     def first_result(self, trial: int, config: Mapping[str, Any], metric: float) -> None:
-        """A trial's own result: the incumbent (no re-evaluation) or a race, if it beats the
-        incumbent."""
+        """A trial's own result. The first one becomes the incumbent; later ones that beat the
+        incumbent's mean replace it at once without re-evaluation, else open a race."""
         st = self.strategy
         assert st is not None
-        if not self.beats(metric, self.incumbent):
+        inc = self.incumbent
+        if not self.beats(metric, inc):
             return
-        if st.reeval_count <= 1:
+        if inc is None or st.reeval_count <= 1:
             self.incumbent = Incumbent(trial, config, metric, 1)
-        else:
+        if st.reeval_count > 1:
             self.race[trial] = Race(trial, config, 1, metric, 0, 0)
 
     def reeval_ended(self, parent: int | None, metric: float | None) -> None:
@@ -420,18 +422,26 @@ class StateBuilder:
         else:
             race = race._replace(pending=race.pending - 1)
         self.race[race.trial] = race
-        if race.pending:
-            return
         st = self.strategy
         assert st is not None
-        mean = race.mean
-        if race.tries + 1 < st.reeval_count and self.beats(mean, self.incumbent):
-            return  # more re-evaluations are due
-        del self.race[race.trial]
-        if race.tries + 1 >= st.reeval_count and self.beats(mean, self.incumbent):
-            self.incumbent = inc = Incumbent(race.trial, race.config, mean, race.n)
+        done = not race.pending and race.tries + 1 >= st.reeval_count
+        inc = self.incumbent
+        if inc is not None and inc.trial == race.trial:  # the incumbent being confirmed
+            self.incumbent = Incumbent(race.trial, race.config, race.mean, race.n)
+            if done:
+                del self.race[race.trial]
+            return
+        if race.pending:
+            return
+        if not self.beats(race.mean, inc):
+            del self.race[race.trial]  # fell behind: dropped
+        elif done:  # a challenger's race won: it replaces the incumbent
+            del self.race[race.trial]
+            if inc is not None:
+                self.race.pop(inc.trial, None)
+            self.incumbent = new = Incumbent(race.trial, race.config, race.mean, race.n)
             for t, other in list(self.race.items()):
-                if not other.pending and not self.beats(other.mean, inc):
+                if not other.pending and not self.beats(other.mean, new):
                     del self.race[t]
 
 

@@ -246,7 +246,7 @@ def test_reports_say_which_best_they_show(tmp_path):
     data = summary(res.state)
     inc = data["incumbent"]
     assert inc["evaluations"] == 3 and data["reevaluated"] > 0
-    assert data["best"]["metric"] >= inc["metric"]  # maximize: the luckiest draw is at least the mean
+    assert data["best"]["metric"] >= inc["metric"] - 1e-9  # maximize: the luckiest draw >= a mean
     lines = best_lines(data)
     assert "best mean of 3 evaluations" in lines[0] and f"trial {inc['trial']}" in lines[0]
     top = top_json(trial_rows(events), 5, maximize=True)

@@ -207,7 +207,7 @@ def test_add_judged_says_which_events_took_effect():
 
 @given(runs)
 @settings(max_examples=60, deadline=None)
-def test_reevaluations_never_enter_the_population_and_the_incumbent_is_a_finished_race(events):
+def test_reevaluations_never_enter_the_population_and_races_stay_consistent(events):
     b = StateBuilder()
     phase: dict[int, str] = {}
     for e in events:
@@ -220,7 +220,8 @@ def test_reevaluations_never_enter_the_population_and_the_incumbent_is_a_finishe
         inc = b.incumbent
         if inc is not None:
             assert phase[inc.trial] != "reeval" and 1 <= inc.evaluations <= st_.reeval_count
-            assert inc.trial not in b.race
+            if inc.trial in b.race:  # the incumbent being confirmed
+                assert b.race[inc.trial].n == inc.evaluations
         for race in b.race.values():
             assert race.pending >= 0 and race.tries + 1 <= st_.reeval_count
         if st_.reeval_count == 1:
@@ -231,23 +232,32 @@ def test_reevaluations_never_enter_the_population_and_the_incumbent_is_a_finishe
 
 
 def test_reeval_updates_the_mean_in_place_and_failures_follow_on_failure():
+    from evoq.proposal import propose
+
     for on_failure in ("ignore", "worst"):
         st_ = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3, on_failure=on_failure)
         b = StateBuilder(replay([created(st_, {"a": [1, 2, 3, 4, 5, 6, 7, 8]})]))
         for i, m in enumerate([1.0, 2.0]):
             submit(b, i, v=i + 1)
             b.add(TrialCompleted(i, 0, m, 1.0, "w", 0.0))
+        # the first result is the incumbent at once (to be confirmed); trial 1 beats it: a challenger
+        assert (b.incumbent.trial, b.incumbent.evaluations) == (0, 1) and set(b.race) == {0, 1}
         b.add(TrialSubmitted(2, 0, {"a": 1}, 0, "reeval", "", 0.0))
         assert b.race[0].pending == 1 and b.race[0].tries == 1
         b.add(TrialCompleted(2, 0, 3.0, 1.0, "w", 0.0))
         assert [(i.trial, i.metric) for i in b.population] == [(0, 2.0), (1, 2.0)]  # order kept
         assert b.results == 3 and b.reevaluated == 1 and b.completed == 3
+        assert (b.incumbent.trial, b.incumbent.metric, b.incumbent.evaluations) == (0, 2.0, 2)
         b.add(TrialSubmitted(3, 0, {"a": 1}, 0, "reeval", "", 0.0))
         b.add(TrialFailed(3, 0, "error", "boom", "w", 0.0))
         assert 0 not in b.race and b.failures_in_a_row == 1
-        if on_failure == "worst":  # the worst metric joins the mean: trial 0 drops out
+        if on_failure == "worst":  # the worst metric joins the mean: the challenger's race is due
             assert b.results == 4 and b.population[0].metric == float("-inf")
-            assert b.incumbent is None
-        else:  # nothing joins: trial 0's race ended with 2 evaluations
-            assert b.results == 3 and b.incumbent is not None
+            assert b.incumbent.metric == float("-inf") and b.incumbent.evaluations == 3
+            p = propose(b)
+            assert p is not None and (p.phase, p.parent) == ("reeval", 1)
+        else:  # nothing joins: the incumbent's race ended with 2 evaluations; trial 1 does not beat 2.0
+            assert b.results == 3
             assert (b.incumbent.trial, b.incumbent.metric, b.incumbent.evaluations) == (0, 2.0, 2)
+            p = propose(b)
+            assert p is not None and p.phase == "init"  # trial 1's race is not due: 2.0 does not beat 2.0
