@@ -43,7 +43,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,58 @@ def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
     return Strategy.nni(**kw) if nni else Strategy.from_spec(kw)
 
 
+# -- the same tables through other parameter types ------------------------------------------------
+class VariantTable:
+    """A table whose numeric choices are declared as another ordered type, to measure moves on
+    the types the tables lack: ``randint`` ``[0, k)`` (the index of the value) or ``uniform``
+    ``[0, k]`` (the index is ``floor(x)``, ``k`` itself the last one). Other parameters stay
+    choices. Evaluations and regret are the underlying table's."""
+
+    def __init__(self, table: TableObjective, kind: str) -> None:
+        if kind not in ("randint", "uniform"):
+            raise ValueError(f"unknown space variant {kind!r} (randint, uniform)")
+        self.table, self.kind = table, kind
+        self.name, self.optimize_mode, self.source = table.name, table.optimize_mode, "bench_search:variant"
+        self.numeric = {
+            k
+            for k, v in table.space.items()
+            if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        }
+        self.space: dict[str, Any] = {
+            k: ({"_type": kind, "_value": [0, len(v)]} if k in self.numeric else list(v))
+            for k, v in table.space.items()
+        }
+
+    def underlying(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The table's config for a variant config."""
+        out = {}
+        for k, v in self.table.space.items():
+            x = config[k]
+            out[k] = v[min(int(x), len(v) - 1)] if k in self.numeric else x
+        return out
+
+    def key(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The underlying table key."""
+        return self.table.key(self.underlying(config))
+
+    def evaluate(self, config: Mapping[str, Any], rng: random.Random) -> tuple[float, float]:
+        """One noisy evaluation of the underlying config."""
+        return self.table.evaluate(self.underlying(config), rng)
+
+    def regret(self, config: Mapping[str, Any]) -> float:
+        """The underlying config's regret."""
+        return self.table.regret(self.underlying(config))
+
+
+def variant_of(table: TableObjective, kind: str) -> Any:
+    """``table`` itself for ``choice``, else a :class:`VariantTable`."""
+    return table if kind == "choice" else VariantTable(table, kind)
+
+
+SPACE_VARIANT = "choice"  # set by --space-variant (inherited by the forked workers)
+POINTS: list[int] = []  # set by --points: measure only there (default: CURVE and BUDGETS)
+
+
 # -- one search: the observed trace ---------------------------------------------------------------
 Trace = list[tuple[tuple[Any, ...], float]]  # (table key, observed metric) per evaluation, in order
 
@@ -160,15 +212,16 @@ def _noisy(table: TableObjective, config: dict[str, Any], seed: int, i: int) -> 
 def run_evoq(table: TableObjective, method: str, seed: int, n: int) -> list[tuple[Any, ...] | None]:
     """Evoq through the simulation backend, one worker: the table key of the incumbent evoq
     reports after each of the ``n`` evaluations (None before the first one)."""
-    exp = table_experiment(table, parse_evoq(method, n, table.optimize_mode), seed=seed)
+    objective = variant_of(table, SPACE_VARIANT)
+    exp = table_experiment(objective, parse_evoq(method, n, table.optimize_mode), seed=seed)
     reported: list[tuple[Any, ...] | None] = []
 
     def observe(state: StateView, now: float) -> None:
         inc = state.incumbent
         while len(reported) < state.results:
-            reported.append(None if inc is None else table.key(inc.config))
+            reported.append(None if inc is None else objective.key(inc.config))
 
-    simulate(exp, table, workers=1, log=_Discard(), observe=observe)
+    simulate(exp, objective, workers=1, log=_Discard(), observe=observe)
     return reported
 
 
@@ -303,7 +356,7 @@ def job(args: tuple[str, str, int, int]) -> tuple[str, str, int, dict[str, list[
     task, method, seed, n = args
     table = load_table(task)
     t0 = time.perf_counter()
-    points = sorted(set(CURVE) | set(BUDGETS))
+    points = sorted(POINTS or (set(CURVE) | set(BUDGETS)))
     points = [p for p in points if p <= n]
     if per_budget(method):  # budget-aware: one run per budget, with cycles = that budget
         vals = [regret_reported(table, run_evoq(table, method, seed, b), [b])[0] for b in points]
@@ -649,6 +702,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="METHOD=N",
         help="seeds for one method (e.g. ng-NGOpt=10)",
     )
+    ap.add_argument("--points", help="evaluation counts to measure, e.g. 100,300,1000 (default: the curve)")
+    ap.add_argument(
+        "--space-variant",
+        choices=["choice", "randint", "uniform"],
+        default="choice",
+        help="declare the tables' numeric choices as this type (evoq methods only; see VariantTable)",
+    )
     ap.add_argument("--no-cache", action="store_true", help="ignore searches cached in OUT/cache.jsonl")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNGs from OUT/results.json")
     args = ap.parse_args(argv)
@@ -664,12 +724,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
 
+    global SPACE_VARIANT, POINTS
+    SPACE_VARIANT = args.space_variant
+    POINTS = [int(x) for x in args.points.split(",")] if args.points else []
     tasks = args.tasks or (QUICK_TASKS if args.quick else TASKS)
     seeds, peer_seeds, n, time_seeds = args.seeds, args.peer_seeds, args.evals, args.time_seeds
     if args.quick:
         seeds, peer_seeds, n, time_seeds = 20, 5, 300, 20
     methods = args.methods or (CORE_METHODS + PEER_METHODS)
     notes: list[str] = []
+    if SPACE_VARIANT != "choice":
+        notes.append(f"numeric choices declared as {SPACE_VARIANT} (evoq methods; others see the table)")
     usable = []
     for m in methods:
         why = installed(m)
