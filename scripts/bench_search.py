@@ -828,6 +828,10 @@ def main(argv: list[str] | None = None) -> int:
         "time_unit_seconds": {t: table_mean_time(t) for t in tasks},
         "time": time_summary,
         "notes": notes,
+        "per_seed": {  # regret per seed (in the order of "seeds"), for paired tests between any two
+            t: {m: {"seeds": seeds_of[t][m], **{str(p): v for p, v in by.items()}} for m, by in ms.items()}
+            for t, ms in results.items()
+        },
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1, allow_nan=True))
     write_markdown(args.out / "results.md", summary, tests, time_summary, notes, "evoq-before", tests_auto, n)
