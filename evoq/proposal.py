@@ -18,12 +18,13 @@ Decision order (NNI ``RegularizedEvolution``, then evoq's additions):
 6. ``evolve``: a tournament — ``sample_size`` individuals drawn without replacement (a shuffle of
    the population, as NNI does), the best by ``optimize_mode`` wins (ties go to the youngest in
    evoq's mode, to the first drawn in NNI mode) — and the winner's config mutated: each
-   dimension resampled with probability ``mutation_prob`` (with ``mutation = "local"`` an
-   ordered dimension moves to a nearby value instead, see :mod:`evoq.space`).
+   dimension resampled with probability ``mutation_prob`` (with ``mutation = "neighbour"`` a
+   discrete ordered dimension, with ``"local"`` any ordered one, moves to a nearby value
+   instead, see :mod:`evoq.space`).
 
 With ``child_differs`` a child identical to its parent gets one uniformly chosen dimension of the
 flattened config (among those with two or more values) set to a different value (a nearby one
-under ``mutation = "local"``). With ``dedup`` a config already
+when that dimension moves locally). With ``dedup`` a config already
 completed or running is drawn again, up to ``dedup_tries`` times; when none was unseen the last
 one is proposed and the event's ``note`` says so.
 """
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .reducer import Individual, Race, StateView, status_of
-from .space import Config, SearchSpace, get_path, set_path
+from .space import Config, SearchSpace, get_path, moves_locally, set_path
 from .strategy import Strategy
 
 
@@ -161,16 +162,16 @@ def tournament(members: list[Individual], st: Strategy, rng: random.Random) -> I
 
 def mutate(parent: Config, space: SearchSpace, st: Strategy, rng: random.Random) -> Config:
     """Change each dimension with probability ``mutation_prob`` (NNI's rule; resampled, or moved
-    locally under ``mutation = "local"``), then, with ``child_differs``, make sure at least one
-    dimension of the flattened config changed."""
-    local = st.mutation == "local"
-    child = space.mutate(parent, rng, st.mutation_prob, local)
+    to a nearby value as the strategy's ``mutation`` says), then, with ``child_differs``, make
+    sure at least one dimension of the flattened config changed."""
+    child = space.mutate(parent, rng, st.mutation_prob, st.mutation)
     if st.child_differs and child == parent:
         dims = space.dims(parent)
         if dims:
             path, param = rng.choice(dims)
             current = get_path(parent, path)
-            new = param.nearby(rng, current) if local else param.different(rng, current)
+            near = moves_locally(param, st.mutation)
+            new = param.nearby(rng, current) if near else param.different(rng, current)
             if new is not None:
                 child = set_path(child, path, new)
     return child

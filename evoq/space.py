@@ -3,7 +3,7 @@
 A :class:`SearchSpace` is an ordered, immutable list of parameters. Each parameter knows how to
 draw a value from a :class:`random.Random` it is given (never from global random state), how to
 draw a *different* value (used to make sure a mutated child differs from its parent) and, for
-ordered parameters, how to move to a *nearby* value (``mutation = "local"``).
+ordered parameters, how to move to a *nearby* value (``mutation = "neighbour"`` or ``"local"``).
 
 NNI semantics are followed for every ``_type``:
 
@@ -30,7 +30,9 @@ list of up to six values this is almost always a neighbour); uniform types move 
 step of a fifth of the range (in log space for the log types), reflected into the range, then
 quantized (at least one ``q`` step); normal types move by ``sigma / 2`` in the underlying normal
 space. Unordered parameters (strings, mixed or mapping choices, the branch of a nested choice)
-are resampled.
+are resampled. Which parameters move locally depends on the strategy's ``mutation``
+(:func:`moves_locally`): ``neighbour`` only the *discrete* ordered ones (numeric choices and
+randint), ``local`` every ordered one, ``resample`` none.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ class Choice:
     """The distinct values in increasing order when every value is a number (else empty)."""
     frozen: frozenset[Any] = field(init=False, repr=False, compare=False)
 
+    discrete = True
+
     def __post_init__(self) -> None:
         numeric = all(_is_number(v) for v in self.values)
         object.__setattr__(self, "order", tuple(sorted(set(self.values))) if numeric else ())
@@ -216,6 +220,7 @@ class RandInt:
     high: int
 
     ordered = True
+    discrete = True
 
     def sample(self, rng: random.Random) -> Value:
         """Draw an integer uniformly from ``[low, high)``."""
@@ -275,6 +280,7 @@ class Uniform:
     log: bool = False
 
     ordered = True
+    discrete = False
 
     @property
     def type(self) -> str:
@@ -342,6 +348,7 @@ class Normal:
     log: bool = False
 
     ordered = True
+    discrete = False
 
     @property
     def type(self) -> str:
@@ -424,6 +431,7 @@ class NestedChoice:
     _by_name: dict[Any, Branch] = field(init=False, repr=False, compare=False)
 
     ordered = False
+    discrete = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {b.name: b for b in self.branches})
@@ -463,7 +471,7 @@ class NestedChoice:
         """Branches are unordered: the same as :meth:`different`."""
         return self.different(rng, current)
 
-    def mutate(self, rng: random.Random, current: Value, p: float, local: bool) -> Value:
+    def mutate(self, rng: random.Random, current: Value, p: float, moves: str) -> Value:
         """The branch is resampled with probability ``p`` (a new branch samples its sub-space);
         the chosen branch's sub-parameters then mutate like top-level ones."""
         if rng.uniform(0, 1) < p:
@@ -473,7 +481,7 @@ class NestedChoice:
         now = self.branch(current)
         if now is None:
             return self.sample(rng)
-        return self._value(now, now.space.mutate(self.sub(current), rng, p, local))
+        return self._value(now, now.space.mutate(self.sub(current), rng, p, moves))
 
     def can_vary(self) -> bool:
         """Whether there are two branches, or one whose sub-space can vary."""
@@ -685,17 +693,18 @@ class SearchSpace:
         """Draw a config, one value per parameter, in order."""
         return {p.name: p.sample(rng) for p in self.params}
 
-    def mutate(self, config: Mapping[str, Any], rng: random.Random, p: float, local: bool) -> Config:
-        """Each dimension of ``config`` changed with probability ``p`` (NNI's rule): resampled,
-        or with ``local`` moved to a nearby value when the parameter is ordered. A nested choice
-        mutates its branch, then the chosen branch's sub-parameters (:meth:`NestedChoice.mutate`)."""
+    def mutate(self, config: Mapping[str, Any], rng: random.Random, p: float, moves: str) -> Config:
+        """Each dimension of ``config`` changed with probability ``p`` (NNI's rule): moved to a
+        nearby value when :func:`moves_locally` says so for ``moves`` (the strategy's
+        ``mutation``), else resampled. A nested choice mutates its branch, then the chosen
+        branch's sub-parameters (:meth:`NestedChoice.mutate`)."""
         child = {}
         for param in self.params:
             v = config[param.name]
             if isinstance(param, NestedChoice):
-                child[param.name] = param.mutate(rng, v, p, local)
+                child[param.name] = param.mutate(rng, v, p, moves)
             elif rng.uniform(0, 1) < p:
-                if local and param.ordered:
+                if moves != "resample" and moves_locally(param, moves):
                     new = param.nearby(rng, v)
                     child[param.name] = v if new is None else new
                 else:
@@ -778,6 +787,17 @@ class SearchSpace:
             else:
                 return math.inf
         return n
+
+
+def moves_locally(param: Param, moves: str) -> bool:
+    """Whether a mutation of ``param`` moves to a nearby value under the strategy's ``mutation``:
+    ``neighbour``: discrete ordered parameters (numeric choices, randint); ``local``: every
+    ordered parameter; ``resample``: none."""
+    if moves == "local":
+        return param.ordered
+    if moves == "neighbour":
+        return param.ordered and param.discrete
+    return False
 
 
 def _has_mapping(values: tuple[Value, ...]) -> bool:

@@ -210,7 +210,10 @@ def test_nested_mutation_samples_a_new_branchs_subspace_and_child_differs_on_the
 def test_local_mutation_moves_ordered_parameters_to_neighbours():
     space = SearchSpace.parse({"units": [16, 32, 64, 128, 256, 512], "act": ["relu", "tanh", "gelu"]})
     parent = {"units": 64, "act": "relu"}
-    local, resample = Strategy(mutation="local", mutation_prob=0.5), Strategy(mutation_prob=0.5)
+    local, resample = (
+        Strategy(mutation="local", mutation_prob=0.5),
+        Strategy(mutation="resample", mutation_prob=0.5),
+    )
     near = far = 0
     for i in range(2000):
         a = mutate(dict(parent), space, local, trial_rng(1, i))
@@ -263,3 +266,25 @@ def test_reeval_is_proposed_for_a_leader_and_counts_toward_cycles():
     b.add(TrialCompleted(2, 0, 9.0, 1.0, "w", 0.0))
     p3 = propose(b)
     assert p3 is not None and (p3.phase, p3.parent) == ("reeval", 2)
+
+
+def test_neighbour_moves_discrete_ordered_parameters_and_resamples_continuous_ones():
+    from evoq.space import moves_locally
+
+    space = SearchSpace.parse(
+        {"units": [16, 32, 64, 128, 256, 512], "depth": {"_type": "randint", "_value": [0, 20]},
+         "lr": {"_type": "uniform", "_value": [0, 1]}, "act": ["relu", "tanh"]}
+    )  # fmt: skip
+    assert [moves_locally(p, "neighbour") for p in space.params] == [True, True, False, False]
+    assert [moves_locally(p, "local") for p in space.params] == [True, True, True, False]
+    assert not any(moves_locally(p, "resample") for p in space.params)
+    parent = {"units": 64, "depth": 10, "lr": 0.5, "act": "relu"}
+    st_ = Strategy(mutation="neighbour", mutation_prob=1.0)
+    far_lr = near_depth = 0
+    for i in range(1000):
+        child = mutate(dict(parent), space, st_, trial_rng(3, i))
+        near_depth += abs(child["depth"] - 10) <= 2
+        far_lr += abs(child["lr"] - 0.5) > 0.3
+    # depth moves locally (resampling would land within 2 of 10 a quarter of the time); lr is
+    # resampled (|u - 0.5| > 0.3 with probability 0.4)
+    assert near_depth > 400 and far_lr > 300
