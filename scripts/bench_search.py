@@ -564,7 +564,12 @@ def write_markdown(
     n_evals: int,
 ) -> None:
     """The tables: regret vs evaluations (with paired tests), and vs simulated time."""
-    lines = ["# Regret of the incumbent (picked by observed value, regret on the table mean)", ""]
+    lines = [
+        "# Regret of the config each method reports as best (evoq: its incumbent, the best mean;"
+        " others: the best observed value), on the table mean; every evaluation, re-evaluations"
+        " included, counts toward the budget",
+        "",
+    ]
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for task, methods in summary.items():
