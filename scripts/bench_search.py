@@ -690,7 +690,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="output directory")
-    ap.add_argument("--quick", action="store_true", help="2 tasks x 20 seeds, peers 5 seeds, 300 evaluations")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 tasks x 20 seeds, peers 5 seeds, 300 evaluations, 5 points, 10 time seeds",
+    )
     ap.add_argument("--tasks", nargs="*", default=None, help=f"tasks (default: all 7: {' '.join(TASKS)})")
     ap.add_argument("--methods", nargs="*", default=None, help="methods (default: core + installed peers)")
     ap.add_argument("--seeds", type=int, default=100, help="search seeds for evoq and random search")
@@ -734,8 +738,9 @@ def main(argv: list[str] | None = None) -> int:
     POINTS = [int(x) for x in args.points.split(",")] if args.points else []
     tasks = args.tasks or (QUICK_TASKS if args.quick else TASKS)
     seeds, peer_seeds, n, time_seeds = args.seeds, args.peer_seeds, args.evals, args.time_seeds
-    if args.quick:
-        seeds, peer_seeds, n, time_seeds = 20, 5, 300, 20
+    if args.quick:  # stays under a minute on 2 cores: fewer points and time seeds
+        seeds, peer_seeds, n, time_seeds = 20, 5, 300, 10
+        POINTS = POINTS or [20, 50, 100, 200, 300]
     methods = args.methods or (CORE_METHODS + PEER_METHODS)
     notes: list[str] = []
     if SPACE_VARIANT != "choice":
