@@ -31,7 +31,16 @@ from .errors import EvoqError
 from .filelog import FileLog
 from .keys import DEFAULT_QUEUE
 from .reducer import State, StateBuilder
-from .report import TRIAL_COLUMNS, first_line, kinds_in_words, summary, top_trials, trial_rows
+from .report import (
+    TRIAL_COLUMNS,
+    best_lines,
+    first_line,
+    kinds_in_words,
+    summary,
+    top_json,
+    top_lines,
+    trial_rows,
+)
 from .sources import EMBEDDED_DIR, Loaded, connect, open_source
 from .spec import Spec, SpecError, load_spec
 
@@ -81,10 +90,7 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
     )
     if data["failed"]:
         lines.append(f"  failures by kind: {kinds_in_words(data['failed_by_kind'])}")
-    best = data["best"]
-    if best:
-        metric = "null" if best["metric"] is None else f"{best['metric']:.6g}"
-        lines.append(f"  best: trial {best['trial']} metric {metric} config {json.dumps(best['config'])}")
+    lines += best_lines(data)
     if data["in_flight"] and state.status == "running":
         now = time.time()
         where = [
@@ -685,21 +691,17 @@ def trials(
 @click.option("-n", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many.")
 @json_option
 def top(source: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool) -> None:
-    """The best K configs ever completed in experiment NAME (or a log FILE)."""
+    """The best K configs ever completed in experiment NAME (or a log FILE), by the mean of their
+    evaluations (with the count)."""
     loaded = load(source, redis_url, log_dir)
     st = loaded.state.strategy
     assert st is not None
-    best = top_trials(trial_rows(loaded.events), k, maximize=st.maximize)
-    rows = [
-        {"trial": r.trial, "metric": r.metric, "config": dict(r.config), "parent": r.parent} for r in best
-    ]
+    rows = top_json(trial_rows(loaded.events), k, maximize=st.maximize)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=list))
         return
-    for rank, r in enumerate(rows, 1):
-        click.echo(
-            f"{rank:3d}. trial {r['trial']:5d}  metric {r['metric']:.6g}  {json.dumps(r['config'], default=list)}"
-        )
+    for line in top_lines(rows):
+        click.echo(line)
 
 
 @main.command("list")

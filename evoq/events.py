@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 PHASES = ("init", "evolve", "reeval")
-"""How a trial was proposed: a random ``init`` config, an ``evolve`` child, or a ``reeval`` (a
-new evaluation of a config already evaluated; schema 2)."""
+"""Why a trial was proposed: the initial random population, a mutated tournament winner, or a
+re-evaluation of an earlier trial's config (``parent``) for a robust incumbent (schema 2)."""
 FAILURE_KINDS = ("error", "invalid_metric", "timeout", "lost", "preempted", "refused")
 """Why a trial failed. ``lost``, ``preempted`` and ``refused`` are the infrastructure's fault: the
 trial is run again as a new attempt (``refused``, schema 2: a worker would not or could not load

@@ -14,21 +14,31 @@ from .report import TrialRow, _plain, trial_rows
 
 
 def lineage(events: Sequence[Event]) -> dict[str, Any]:
-    """``{"trials": [...], "best": trial | None, "ancestry": [best, parent, grandparent, ...]}``.
+    """``{"trials": [...], "incumbent": trial | None, "best": trial | None, "ancestry": [...]}``.
 
-    Each trial: ``trial, parent, phase, status, metric, attempt, mutated`` (the parameters whose
-    value differs from the parent's: ``{name: [parent value, child value]}``) and ``config``.
+    ``incumbent`` is the trial evoq reports as best (the best mean of its evaluations), ``best``
+    the trial with the best single result (a re-evaluation run can be it); ``ancestry`` is the
+    incumbent's: ``[incumbent, parent, grandparent, ...]``. Each trial: ``trial, parent, phase,
+    status, metric, attempt, mutated`` (the parameters whose value differs from the parent's:
+    ``{name: [parent value, child value]}``; a re-evaluation's parent is the trial it
+    re-evaluates, with nothing mutated) and ``config``.
     """
     rows = trial_rows(events)
     b = StateBuilder()
     b.add_all(events)
     trials = [_row(r, rows) for r in sorted(rows.values(), key=lambda r: r.trial)]
     ancestry: list[int] = []
-    t = b.best.trial if b.best is not None else None
+    top = b.incumbent.trial if b.incumbent is not None else None
+    t = top
     while t is not None and t not in ancestry:
         ancestry.append(t)
         t = rows[t].parent if t in rows else None
-    return {"trials": trials, "best": b.best.trial if b.best else None, "ancestry": ancestry}
+    return {
+        "trials": trials,
+        "incumbent": top,
+        "best": b.best.trial if b.best else None,
+        "ancestry": ancestry,
+    }
 
 
 def _row(r: TrialRow, rows: dict[int, TrialRow]) -> dict[str, Any]:
@@ -69,7 +79,7 @@ def render(data: dict[str, Any], fmt: str) -> str:
                 "metric",
                 "attempt",
                 "mutated",
-                "in_best_ancestry",
+                "in_incumbent_ancestry",
                 "config",
             ]
         )
@@ -95,7 +105,12 @@ def render(data: dict[str, Any], fmt: str) -> str:
         for t in trials:
             metric = "-" if t["metric"] is None else f"{t['metric']:.4g}"
             style = ', style=filled, fillcolor="#ffd27f"' if t["trial"] in best_line else ""
-            lines.append(f'  t{t["trial"]} [label="{t["trial"]}\\n{metric}"{style}];')
+            tag = ""
+            if t["trial"] == data.get("incumbent"):
+                tag += "\\nincumbent (best mean)"
+            if t["trial"] == data.get("best"):
+                tag += "\\nbest single result"
+            lines.append(f'  t{t["trial"]} [label="{t["trial"]}\\n{metric}{tag}"{style}];')
             if t["parent"] is not None:
                 label = ", ".join(t["mutated"]).replace('"', "'")
                 lines.append(f'  t{t["parent"]} -> t{t["trial"]} [label="{label}"];')

@@ -200,6 +200,34 @@ class Allowlist:
         return ",".join(parts)
 
 
+def _import(path: str) -> tuple[Any, str, str]:
+    module_name, name = split_path(path)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any error while importing user code: ImportError, SyntaxError, ...
+        raise TrialLoadError(
+            f"trial {path!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})"
+        ) from None
+    if getattr(module, "__name__", None) != module_name or sys.modules.get(module_name) is not module:
+        raise TrialLoadError(f"trial {path!r}: module {module_name!r} is not what it says it is")
+    return module, module_name, name
+
+
+def load_object(path: str) -> Any:
+    """Import ``module:name`` and return that name of the module's own namespace, whatever it is
+    (a benchmark table object for ``evoq run --simulate``; not for workers: use
+    :func:`load_trial`). Same path rules as trials; no attribute is looked up through another.
+
+    Raises:
+        TrialLoadError: malformed path, a module that does not import, or no such name.
+    """
+    module, module_name, name = _import(path)
+    obj = vars(module).get(name)
+    if obj is None:
+        raise TrialLoadError(f"trial {path!r}: module {module_name!r} defines no {name!r}")
+    return obj
+
+
 def load_trial(path: str, allow: Allowlist | None = None) -> Callable[[dict[str, Any]], Any]:
     """Import ``module:function`` and return the function.
 
@@ -211,19 +239,12 @@ def load_trial(path: str, allow: Allowlist | None = None) -> Callable[[dict[str,
         TrialLoadError: malformed path, a module that does not import, or an object that is not
             a function defined in that module.
     """
-    module_name, function = split_path(path)
+    split_path(path)
     if allow is not None:
         why = allow.refusal(path)
         if why is not None:
             raise TrialRefusedError(why)
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any error while importing user code: ImportError, SyntaxError, ...
-        raise TrialLoadError(
-            f"trial {path!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})"
-        ) from None
-    if getattr(module, "__name__", None) != module_name or sys.modules.get(module_name) is not module:
-        raise TrialLoadError(f"trial {path!r}: module {module_name!r} is not what it says it is")
+    module, module_name, function = _import(path)
     obj = vars(module).get(function)  # the module's own namespace: no __getattr__, no attribute paths
     if obj is None:
         raise TrialLoadError(f"trial {path!r}: module {module_name!r} defines no {function!r}")

@@ -59,8 +59,11 @@ def _learning_curves(ax: Any, rows: list[TrialRow], top: set[int]) -> None:
 
 
 def plot(events: Sequence[Event], output: str | Path) -> Path:
-    """Write a PNG with two panels: metrics against trial number and against wall-clock time
-    since the experiment started (see the module docstring)."""
+    """Write a PNG: metrics against trial number (population members and re-evaluations marked,
+    the best single result so far as a line) and against wall-clock time since the experiment
+    started, failed runs marked by kind, and learning curves when trials reported intermediate
+    results. The title names the incumbent (best mean, with its number of evaluations) and the
+    best single result."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,6 +80,7 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
     )
     failures = [e for e in events if isinstance(e, TrialFailed)]
     members = {ind.trial for ind in b.population}
+    reevals = {r.trial for r in rows.values() if r.phase == "reeval"}
     t0 = min((e.at for e in events if e.at), default=0.0)
     t_end = max((e.at for e in events if e.at), default=t0)
     div, unit = time_unit(t_end - t0)
@@ -100,16 +104,22 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
     for ax, ordered, xs, fail_xs, label in panels:
         ys = [float(r.metric) for r in ordered if r.metric is not None]
         in_pop = [r.trial in members for r in ordered]
-        ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if not p],  # type: ignore[attr-defined]
-                   [y for y, p in zip(ys, in_pop, strict=True) if not p],
+        again = [r.trial in reevals for r in ordered]
+        plain = [not p and not a for p, a in zip(in_pop, again, strict=True)]
+        ax.scatter([x for x, p in zip(xs, plain, strict=True) if p],  # type: ignore[attr-defined]
+                   [y for y, p in zip(ys, plain, strict=True) if p],
                    s=10, c="0.6", label="trial")  # fmt: skip
+        if reevals:
+            ax.scatter([x for x, a in zip(xs, again, strict=True) if a],  # type: ignore[attr-defined]
+                       [y for y, a in zip(ys, again, strict=True) if a],
+                       s=14, c="tab:green", marker="x", label="re-evaluation")  # fmt: skip
         ax.scatter([x for x, p in zip(xs, in_pop, strict=True) if p],  # type: ignore[attr-defined]
                    [y for y, p in zip(ys, in_pop, strict=True) if p],
                    s=18, c="tab:orange", label="in final population")  # fmt: skip
         best: list[float] = []
         for y in ys:
             best.append(y if not best else better(best[-1], y))
-        ax.step(xs, best, where="post", c="tab:blue", lw=2, label="best so far")  # type: ignore[attr-defined]
+        ax.step(xs, best, where="post", c="tab:blue", lw=2, label="best single result so far")  # type: ignore[attr-defined]
         if use_log:
             ax.set_yscale("log")  # type: ignore[attr-defined]
         if failures:
@@ -128,9 +138,15 @@ def plot(events: Sequence[Event], output: str | Path) -> Path:
     if curves:
         ranked = sorted(done, key=lambda r: r.metric or 0.0, reverse=st.maximize)
         _learning_curves(axes[2], curves, top={r.trial for r in ranked[:5]})
+    inc = b.incumbent
     best_text = (
-        f"best {b.best.metric:.4g} (trial {b.best.trial})" if b.best and math.isfinite(b.best.metric) else ""
+        f"incumbent (best mean) {inc.metric:.4g} over {inc.evaluations} evaluation"
+        f"{'s' if inc.evaluations != 1 else ''} (trial {inc.trial})"
+        if inc is not None
+        else ""
     )
+    if b.best and math.isfinite(b.best.metric):
+        best_text += f"; best single result {b.best.metric:.4g} (trial {b.best.trial})"
     failed_text = f", {len(failures)} failed runs" if failures else ""
     fig.suptitle(f"evoq experiment {exp.name}: {len(done)} completed{failed_text}, {best_text}")
     out = Path(output)

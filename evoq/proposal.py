@@ -9,15 +9,22 @@ Decision order (NNI ``RegularizedEvolution``, then evoq's additions):
 1. nothing once the experiment is finished or due to finish;
 2. a run lost or preempted is submitted again first, same config, next attempt (no randomness);
 3. nothing when ``results + in flight >= cycles``;
+3a. ``reeval`` (``reeval_count`` > 1): the raced trial (see :mod:`evoq.reducer`) with the best
+   mean among the incumbent and the challengers that beat its mean, with re-evaluations left to
+   submit and none running, is evaluated again: a new trial index, the same config, ``parent`` =
+   the raced trial (no randomness);
 4. ``init``: a random config while ``population + in flight < population_size``;
 5. nothing while the initial population is still coming in (``population < population_size``);
 6. ``evolve``: a tournament — ``sample_size`` individuals drawn without replacement (a shuffle of
    the population, as NNI does), the best by ``optimize_mode`` wins (ties go to the youngest in
    evoq's mode, to the first drawn in NNI mode) — and the winner's config mutated: each
-   dimension resampled with probability ``mutation_prob``.
+   dimension resampled with probability ``mutation_prob`` (with ``mutation = "neighbour"`` a
+   discrete ordered dimension, with ``"local"`` any ordered one, moves to a nearby value
+   instead, see :mod:`evoq.space`).
 
-With ``child_differs`` a child identical to its parent gets one uniformly chosen dimension (among
-those with two or more values) set to a different value. With ``dedup`` a config already
+With ``child_differs`` a child identical to its parent gets one uniformly chosen dimension of the
+flattened config (among those with two or more values) set to a different value (a nearby one
+when that dimension moves locally). With ``dedup`` a config already
 completed or running is drawn again, up to ``dedup_tries`` times; when none was unseen the last
 one is proposed and the event's ``note`` says so.
 """
@@ -25,12 +32,13 @@ one is proposed and the event's ``note`` says so.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from .reducer import Individual, StateView, status_of
-from .space import Config, SearchSpace
+from .reducer import Individual, Race, StateView, status_of
+from .space import Config, SearchSpace, get_path, moves_locally, set_path
 from .strategy import Strategy
 
 
@@ -79,6 +87,9 @@ def propose(state: StateView) -> Proposal | None:
     busy = in_flight(state)
     if state.results + busy >= st.cycles:
         return None
+    race = due_reeval(state)
+    if race is not None:
+        return Proposal(state.next_trial, 0, dict(race.config), race.trial, "reeval")
     population = state.population
     trial = state.next_trial
     rng = trial_rng(exp.seed, trial)
@@ -88,6 +99,31 @@ def propose(state: StateView) -> Proposal | None:
         return None
     members = list(population)
     return _search(state, st, space, trial, "evolve", lambda: _breed(members, st, space, rng))
+
+
+def due_reeval(state: StateView) -> Race | None:
+    """The race whose re-evaluation is due: re-evaluations left to submit, none running, and the
+    incumbent's own race or a mean that beats the incumbent's; the best mean wins (ties: the
+    lowest trial). None if none is."""
+    st = state.strategy
+    if st is None or st.reeval_count <= 1 or not state.race:
+        return None
+    sign = 1.0 if st.maximize else -1.0
+    inc = state.incumbent
+    bar = -math.inf if inc is None else sign * inc.metric
+    best: Race | None = None
+    best_score = -math.inf
+    for race in state.race.values():
+        if race.pending or race.tries + 1 >= st.reeval_count:
+            continue
+        score = sign * race.mean
+        if not math.isfinite(score):
+            continue
+        if score <= bar and not (inc is not None and race.trial == inc.trial):
+            continue
+        if best is None or score > best_score or (score == best_score and race.trial < best.trial):
+            best, best_score = race, score
+    return best
 
 
 def _search(
@@ -125,20 +161,19 @@ def tournament(members: list[Individual], st: Strategy, rng: random.Random) -> I
 
 
 def mutate(parent: Config, space: SearchSpace, st: Strategy, rng: random.Random) -> Config:
-    """Resample each dimension with probability ``mutation_prob`` (NNI's rule), then, with
-    ``child_differs``, make sure at least one dimension changed."""
-    p = st.mutation_prob
-    child = {}
-    for param in space.params:
-        v = parent[param.name]
-        child[param.name] = param.sample(rng) if rng.uniform(0, 1) < p else v
+    """Change each dimension with probability ``mutation_prob`` (NNI's rule; resampled, or moved
+    to a nearby value as the strategy's ``mutation`` says), then, with ``child_differs``, make
+    sure at least one dimension of the flattened config changed."""
+    child = space.mutate(parent, rng, st.mutation_prob, st.mutation)
     if st.child_differs and child == parent:
-        variable = space.variable
-        if variable:
-            param = rng.choice(variable)
-            new = param.different(rng, parent[param.name])
+        dims = space.dims(parent)
+        if dims:
+            path, param = rng.choice(dims)
+            current = get_path(parent, path)
+            near = moves_locally(param, st.mutation)
+            new = param.nearby(rng, current) if near else param.different(rng, current)
             if new is not None:
-                child[param.name] = new
+                child = set_path(child, path, new)
     return child
 
 

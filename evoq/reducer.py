@@ -35,6 +35,20 @@ Rules (NNI ``RegularizedEvolution`` semantics, plus evoq's handling of infrastru
 * A record that cannot be decoded (garbled, too large, unknown type, newer schema, wrong
   shape) is *rejected*: skipped, counted and kept with its position and reason. The same bytes
   are always rejected, so every fold of a log makes the same decisions.
+
+Re-evaluation (``reeval_count`` r > 1; see :class:`~evoq.strategy.Strategy`): the first result of
+the experiment makes its trial the incumbent and opens a *race* for it (its confirmation); later,
+a result that beats the incumbent's mean opens a race for its trial (a challenger). A ``TrialSubmitted`` of phase ``reeval`` (a new trial index, the same config, ``parent`` =
+the raced trial) runs that config again. Its result counts toward ``cycles`` (an evaluation spent
+is an evaluation spent) but never enters the population: it updates the raced trial's mean, and
+that trial's population member, if it is still there, takes the mean as its metric (aging order
+unchanged, nobody pushed out; a config is one individual however often it is evaluated). The
+incumbent's own re-evaluations update its mean and count. A challenger's race ends when its
+r - 1 re-evaluations ended, and its trial then replaces the incumbent if its mean still beats the
+incumbent's; a challenger whose mean falls behind is dropped. A failed re-evaluation follows
+``on_failure``: ``worst`` adds the worst metric to the mean (and counts toward ``cycles``),
+``ignore`` adds nothing. With r = 1 there are no races: a result that beats the incumbent
+replaces it, so the incumbent is the first best single result, as before.
 """
 
 from __future__ import annotations
@@ -103,6 +117,36 @@ RECENT_FAILURES = 20
 """Failed runs the state keeps with their message (all are counted by kind)."""
 
 
+class Race(NamedTuple):
+    """A trial being re-evaluated: its evaluations so far and its re-evaluation runs."""
+
+    trial: int
+    config: Mapping[str, Any]
+    n: int
+    """Evaluations with a metric (the trial's own and its completed re-evaluations)."""
+    total: float
+    """Their sum (the mean is ``total / n``)."""
+    tries: int
+    """Re-evaluations submitted."""
+    pending: int
+    """Re-evaluations submitted and not ended."""
+
+    @property
+    def mean(self) -> float:
+        """The mean metric of the evaluations so far."""
+        return self.total / self.n
+
+
+class Incumbent(NamedTuple):
+    """The config evoq reports as best (see the module docstring): a trial and its mean."""
+
+    trial: int
+    config: Mapping[str, Any]
+    metric: float
+    """The mean of its evaluations."""
+    evaluations: int
+
+
 class Run(NamedTuple):
     """A trial run that was submitted and has not ended (or awaits its next attempt)."""
 
@@ -143,6 +187,10 @@ class StateView(Protocol):
     def finished(self) -> ExperimentFinished | None: ...
     @property
     def halted(self) -> str | None: ...
+    @property
+    def race(self) -> Mapping[int, Race]: ...
+    @property
+    def incumbent(self) -> Incumbent | None: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +210,12 @@ class State:
         completed: trials that completed with a finite metric.
         failed: failed runs by kind (``lost`` and ``preempted`` runs included).
         failures_in_a_row: counted failures since the last completion.
-        best: the best completed individual ever seen (the population forgets; this does not).
+        best: the best single result ever seen (the population forgets; this does not): a trial
+            with its config and that one metric (a re-evaluation's result counts).
+        incumbent: the config evoq reports as best: a trial with the mean of its evaluations and
+            their number (the winner of the last race; see the module docstring).
+        race: trials being re-evaluated, by trial index.
+        reevaluated: results of re-evaluations (included in ``results`` and ``completed``).
         finished: the ``ExperimentFinished`` record, once written.
         halted: why the experiment cannot go on although no failure limit was reached (every
             attempt of a trial was refused by the workers), or None.
@@ -194,6 +247,9 @@ class State:
     rejections: tuple[Rejection, ...] = ()
     recent_failures: tuple[FailureNote, ...] = ()
     progress: Mapping[int, tuple[int, float, int]] = field(default_factory=lambda: MappingProxyType({}))
+    incumbent: Incumbent | None = None
+    race: Mapping[int, Race] = field(default_factory=lambda: MappingProxyType({}))
+    reevaluated: int = 0
 
     @property
     def status(self) -> str:
@@ -255,11 +311,14 @@ class StateBuilder:
         "failures_in_a_row",
         "finished",
         "halted",
+        "incumbent",
         "last_rejection",
         "next_trial",
         "population",
         "progress",
+        "race",
         "recent_failures",
+        "reevaluated",
         "rejected",
         "rejections",
         "results",
@@ -293,6 +352,9 @@ class StateBuilder:
         self.last_rejection: Rejection | None = s.rejections[-1] if s.rejections else None
         self.recent_failures: deque[FailureNote] = deque(s.recent_failures, maxlen=RECENT_FAILURES)
         self.progress: dict[int, tuple[int, float, int]] = dict(s.progress)
+        self.incumbent = s.incumbent
+        self.race: dict[int, Race] = dict(s.race)
+        self.reevaluated = s.reevaluated
         self._pop_size = s.strategy.population_size if s.strategy else 0
         self._key = s.space.key if s.space else None
         self._maximize = s.strategy.maximize if s.strategy else True
@@ -381,6 +443,9 @@ class StateBuilder:
             rejections=tuple(self.rejections),
             recent_failures=tuple(self.recent_failures),
             progress=MappingProxyType(dict(self.progress)),
+            incumbent=self.incumbent,
+            race=MappingProxyType(dict(self.race)),
+            reevaluated=self.reevaluated,
         )
 
     @property
@@ -407,6 +472,65 @@ class StateBuilder:
         if len(pop) > self._pop_size:
             pop.popleft()
         self.results += 1
+
+    def beats(self, metric: float, incumbent: Incumbent | None) -> bool:
+        """Whether ``metric`` is finite and strictly better than the incumbent's mean (or there is
+        none)."""
+        if not isfinite(metric):
+            return False
+        if incumbent is None:
+            return True
+        return metric > incumbent.metric if self._maximize else metric < incumbent.metric
+
+    def first_result(self, trial: int, config: Mapping[str, Any], metric: float) -> None:
+        """A trial's own result. The first one becomes the incumbent; later ones that beat the
+        incumbent's mean replace it at once without re-evaluation, else open a race."""
+        st = self.strategy
+        assert st is not None
+        inc = self.incumbent
+        if not self.beats(metric, inc):
+            return
+        if inc is None or st.reeval_count <= 1:
+            self.incumbent = Incumbent(trial, config, metric, 1)
+        if st.reeval_count > 1:
+            self.race[trial] = Race(trial, config, 1, metric, 0, 0)
+
+    def reeval_ended(self, parent: int | None, metric: float | None) -> None:
+        """A re-evaluation of ``parent`` ended with ``metric`` (None: no metric); settle its race."""
+        race = self.race.get(parent) if parent is not None else None
+        if race is None:
+            return
+        if metric is not None:
+            race = race._replace(n=race.n + 1, total=race.total + metric, pending=race.pending - 1)
+            pop = self.population
+            for i, ind in enumerate(pop):
+                if ind.trial == race.trial:
+                    pop[i] = Individual(ind.trial, ind.config, race.mean)
+                    break
+        else:
+            race = race._replace(pending=race.pending - 1)
+        self.race[race.trial] = race
+        st = self.strategy
+        assert st is not None
+        done = not race.pending and race.tries + 1 >= st.reeval_count
+        inc = self.incumbent
+        if inc is not None and inc.trial == race.trial:  # the incumbent being confirmed
+            self.incumbent = Incumbent(race.trial, race.config, race.mean, race.n)
+            if done:
+                del self.race[race.trial]
+            return
+        if race.pending:
+            return
+        if not self.beats(race.mean, inc):
+            del self.race[race.trial]  # fell behind: dropped
+        elif done:  # a challenger's race won: it replaces the incumbent
+            del self.race[race.trial]
+            if inc is not None:
+                self.race.pop(inc.trial, None)
+            self.incumbent = new = Incumbent(race.trial, race.config, race.mean, race.n)
+            for t, other in list(self.race.items()):
+                if not other.pending and not self.beats(other.mean, new):
+                    del self.race[t]
 
 
 def _live(b: StateBuilder) -> bool:
@@ -451,6 +575,10 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
     k = b._key(config)  # type: ignore[misc]
     seen = b.seen
     seen[k] = seen.get(k, 0) + 1
+    if attempt == 0 and r[6] == "reeval":
+        race = b.race.get(r[5])
+        if race is not None:
+            b.race[race.trial] = race._replace(tries=race.tries + 1, pending=race.pending + 1)
 
 
 def _on_started(b: StateBuilder, r: tuple[Any, ...]) -> None:
@@ -481,7 +609,13 @@ def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
     del b.running[r[2]]
     b.progress.pop(r[2], None)
     ind = _new(Individual, (run[0], run[2], metric))
-    b.enter(ind)
+    if run[4] == "reeval":
+        b.results += 1
+        b.reevaluated += 1
+        b.reeval_ended(run[3], metric)
+    else:
+        b.enter(ind)
+        b.first_result(run[0], run[2], metric)
     b.completed += 1
     b.failures_in_a_row = 0
     best = b.best
@@ -504,7 +638,14 @@ def _count_failure(b: StateBuilder, run: Run, kind: str, message: str = "") -> N
         b.halted = f"trial {run.trial} was refused by the workers {st.max_attempts} times; last: {first}"
         return
     b.failures_in_a_row += 1
-    if st.on_failure == "worst":
+    if run.phase == "reeval":
+        if st.on_failure == "worst":
+            b.results += 1
+            b.reevaluated += 1
+        else:
+            b.unsee(run.config)
+        b.reeval_ended(run.parent, st.worst if st.on_failure == "worst" else None)
+    elif st.on_failure == "worst":
         b.enter(Individual(run.trial, run.config, st.worst))
     else:
         b.unsee(run.config)
@@ -525,7 +666,12 @@ def _on_failed(b: StateBuilder, r: tuple[Any, ...]) -> None:
 def _on_finished(b: StateBuilder, r: tuple[Any, ...]) -> None:
     if _live(b):
         b.finished = ExperimentFinished(*r[2:])
-        b.running.clear()  # the controller cancels what was in flight; late reports are ignored
+        # the controller cancels what was in flight (late reports are ignored); a cancelled
+        # re-evaluation ends its race's wait without a metric
+        for run in [*b.running.values(), *b.retry.values()]:
+            if run.phase == "reeval":
+                b.reeval_ended(run.parent, None)
+        b.running.clear()
         b.retry.clear()
         b.progress.clear()
 

@@ -14,13 +14,22 @@ The state JSON (``run --json``, ``status --json``, ``replay --json``)::
       "next_trial": int,
       "events": int,             # records folded (rejected ones included)
       "population": [{"trial": int, "config": {...}, "metric": float | null}, ...],  # oldest first
-      "best": {"trial": int, "config": {...}, "metric": float} | null,
+      "best": {"trial": int, "config": {...}, "metric": float} | null,   # the best single result
+      "incumbent": {"trial": int, "config": {...}, "metric": float,      # what evoq reports as best:
+                    "evaluations": int} | null,                         # the best mean of evaluations
+      "reevaluated": int,        # results of re-evaluations (in "results" and "completed")
       "failures": [{"trial", "attempt", "kind", "worker", "message", "at"}, ...],  # newest last
       "in_flight": [{"trial", "attempt", "phase", "worker", "submitted_at", "started_at",
                      "progress": {"step", "value", "reports"} | null}, ...],
       "rejected": int,           # records the fold skipped (garbled, foreign, newer schema, ...)
       "rejections": [{"position": str | int, "reason": str}, ...]       # the first 100
     }
+
+``best`` is the best *single* result (a lucky draw on a noisy objective can put a config there);
+``incumbent`` is the config evoq reports as best: the best *mean* over its evaluations, with their
+count (``reeval_count`` in :class:`~evoq.strategy.Strategy`; without re-evaluation it is the best
+single result of a trial, and ``evaluations`` is 1). A population member's metric is the mean of
+its evaluations so far.
 
 Non-finite metrics (the worst metric given to failures under ``on_failure="worst"``) are written
 as ``null`` so that the output is strict JSON. Tuples in configs become lists. Keys are only
@@ -29,6 +38,7 @@ ever added, never changed (golden logs check the older ones).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +83,39 @@ def failure_json(f: FailureNote) -> dict[str, Any]:
     }
 
 
+def incumbent_json(state: State) -> dict[str, Any] | None:
+    """``{"trial", "config", "metric", "evaluations"}`` of the incumbent (``metric`` is the mean)."""
+    inc = state.incumbent
+    if inc is None:
+        return None
+    return {
+        "trial": inc.trial,
+        "config": _plain(inc.config),
+        "metric": _plain(inc.metric),
+        "evaluations": inc.evaluations,
+    }
+
+
+def best_lines(data: Mapping[str, Any]) -> list[str]:
+    """The human lines for the incumbent and the best single result of a :func:`summary`."""
+    lines = []
+    inc, best = data.get("incumbent"), data.get("best")
+    if inc:
+        n = inc["evaluations"]
+        lines.append(
+            f"  incumbent (best mean of {n} evaluation{'s' if n != 1 else ''}): trial {inc['trial']} "
+            f"mean {inc['metric']:.6g} config {json.dumps(inc['config'])}"
+        )
+    if best and not (inc and inc["evaluations"] == 1 and inc["trial"] == best["trial"]):
+        lines.append(
+            f"  best single result: trial {best['trial']} metric {best['metric']:.6g} "
+            f"config {json.dumps(best['config'])}"
+        )
+    elif best:
+        lines.append("  (the incumbent is also the best single result)")
+    return lines
+
+
 def summary(state: State) -> dict[str, Any]:
     """The state in evoq's documented JSON shape (see the module docstring)."""
     exp, st = state.experiment, state.strategy
@@ -105,6 +148,8 @@ def summary(state: State) -> dict[str, Any]:
         ],
         "rejected": state.rejected,
         "rejections": [{"position": r.position, "reason": r.reason} for r in state.rejections],
+        "incumbent": incumbent_json(state),
+        "reevaluated": state.reevaluated,
     }
 
 
@@ -216,8 +261,56 @@ def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
     return rows
 
 
+def evaluations(rows: Mapping[int, TrialRow]) -> dict[int, list[float]]:
+    """Every trial's metrics: its own result, then those of its completed re-evaluations."""
+    out: dict[int, list[float]] = {}
+    for r in sorted(rows.values(), key=lambda r: r.trial):
+        if r.status != "completed" or r.metric is None:
+            continue
+        if r.phase == "reeval" and r.parent is not None:
+            if r.parent in out:
+                out[r.parent].append(r.metric)
+        else:
+            out[r.trial] = [r.metric]
+    return out
+
+
 def top_trials(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[TrialRow]:
-    """The ``k`` best completed trials (ties: earlier trial first)."""
-    done = [r for r in rows.values() if r.status == "completed" and r.metric is not None]
+    """The ``k`` best completed trials by the mean of their evaluations (ties: earlier trial
+    first); re-evaluation runs are folded into the trial they re-evaluate."""
+    evals = evaluations(rows)
     sign = -1.0 if maximize else 1.0
-    return sorted(done, key=lambda r: (sign * (r.metric or 0.0), r.trial))[:k]
+    ranked = sorted(evals, key=lambda t: (sign * math.fsum(evals[t]) / len(evals[t]), t))
+    return [rows[t] for t in ranked[:k]]
+
+
+def top_json(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[dict[str, Any]]:
+    """``evoq top``: ``{"trial", "mean", "evaluations", "first", "metric", "config", "parent"}``
+    per trial, best mean first (``metric`` is the mean, ``first`` the trial's own result)."""
+    evals = evaluations(rows)
+    out = []
+    for r in top_trials(rows, k, maximize=maximize):
+        xs = evals[r.trial]
+        mean = math.fsum(xs) / len(xs)
+        out.append(
+            {
+                "trial": r.trial,
+                "metric": mean,
+                "mean": mean,
+                "evaluations": len(xs),
+                "first": xs[0],
+                "config": _plain(r.config),
+                "parent": r.parent,
+            }
+        )
+    return out
+
+
+def top_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``evoq top``'s human lines: rank, trial, mean with its evaluation count, config."""
+    return [
+        f"{rank:3d}. trial {r['trial']:5d}  mean {r['mean']:.6g} of {r['evaluations']}"
+        + (f" (first {r['first']:.6g})" if r["evaluations"] > 1 else "")
+        + f"  {json.dumps(r['config'])}"
+        for rank, r in enumerate(rows, 1)
+    ]

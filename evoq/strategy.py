@@ -10,26 +10,34 @@ from typing import Any
 
 OPTIMIZE_MODES = ("maximize", "minimize")
 NNI_POPULATION, NNI_SAMPLE = 100, 25
-BUDGET_AWARE_UP_TO = 1000
-"""Budgets (``cycles``) up to which an unset population size is chosen from the budget."""
+MIN_POPULATION, MAX_POPULATION = 10, 50
+
+
+def _budget(cycles: Any) -> int | None:
+    return cycles if isinstance(cycles, int) and not isinstance(cycles, bool) and cycles >= 1 else None
 
 
 def default_sizes(population: Any, sample: Any, cycles: Any) -> tuple[Any, Any]:
     """``(population_size, sample_size)`` with the unset ones (None) filled in.
 
-    Both unset and ``cycles <= 1000``: P = clamp(round(cycles / 3), 10, 50), S = P // 2 — with
-    NNI's P=100 the first 100 evaluations are pure random search; this rule was chosen on seven
-    tabular benchmarks (``scripts/bench_search.py``), where it wins clearly at 100 evaluations and
-    ties at 300 and 1000. Both unset with a larger budget: NNI's 100 and 25 (not measured above
-    1000). Only P set: S = min(25, P // 2). Only S set: P = 100. Set values are never changed, so
+    Both unset: ``P = clamp(round(cycles / 3), 10, 50)`` and ``S = P // 2``, one rule for every
+    budget (the unset ``cycles`` of 20000 gives 50 and 25; before, budgets above 1000 jumped to
+    NNI's 100 and 25). With NNI's P=100 the first 100 evaluations are pure random search. The
+    rule was chosen on the seven tabular benchmarks of ``scripts/bench_search.py``: it lowers the
+    regret at 100 evaluations on every task and ties at 300 and 1000 (measured when it was
+    introduced), and at 3000 evaluations (and 1000), with re-evaluation (r = 6), P=50 S=25 against NNI's
+    P=100 S=25 gives 0.82x the regret (geometric mean over the seven tasks, 100 seeds), no task
+    significantly worse (every p >= 0.09). Not measured beyond 3000.
+    Only P set: S = min(25, P // 2). Only S set: P = 100. Set values are never changed, so
     explicit parameters always give exactly the algorithm asked for; the log records the
     resolved values, so replay never depends on this rule.
     """
     if population is None and sample is None:
-        if isinstance(cycles, int) and not isinstance(cycles, bool) and 1 <= cycles <= BUDGET_AWARE_UP_TO:
-            p = max(10, min(50, round(cycles / 3)))
-            return p, p // 2
-        return NNI_POPULATION, NNI_SAMPLE
+        budget = _budget(cycles)
+        if budget is None:
+            return NNI_POPULATION, NNI_SAMPLE  # an invalid cycles is reported by the Strategy
+        p = max(MIN_POPULATION, min(MAX_POPULATION, round(budget / 3)))
+        return p, p // 2
     if population is None:
         return NNI_POPULATION, sample
     if sample is None:
@@ -39,7 +47,36 @@ def default_sizes(population: Any, sample: Any, cycles: Any) -> tuple[Any, Any]:
     return population, sample
 
 
+REEVAL_FROM, MAX_REEVAL = 200, 10
+
+
+def default_reeval_count(cycles: Any) -> int:
+    """The ``reeval_count`` of a budget when unset: 1 (off) below 200 evaluations, else
+    ``min(10, 1 + cycles // 100)`` (3 at 200, 4 at 300, 10 from 900 on).
+
+    Chosen on the seven tables of ``scripts/bench_search.py`` (100 seeds, geometric mean of the
+    regret ratio over the tasks): any r > 1 loses at 100 and 150 evaluations (1.5-2.2x), breaks
+    even at 200 (r = 4: 1.00x) and wins from 300 on, more with larger r (300: r = 4 0.57x,
+    r = 6 0.55x of r = 1; 1000: r = 6 0.25x of r = 1, and r = 10 0.64x of r = 6 at 1000 and 3000).
+    """
+    budget = _budget(cycles)
+    if budget is None or budget < REEVAL_FROM:
+        return 1
+    return min(MAX_REEVAL, 1 + budget // 100)
+
+
 ON_FAILURE = ("ignore", "worst")
+MUTATIONS = ("resample", "neighbour", "local")
+"""How a mutated dimension gets its new value: ``resample`` draws from the whole range (NNI);
+``neighbour`` moves a discrete ordered parameter (numeric choice, randint) to a nearby value and
+resamples the others; ``local`` moves every ordered parameter (continuous ones too) to a nearby
+value (see :mod:`evoq.space`)."""
+
+DEFAULT_MUTATION = "neighbour"
+LEGACY: dict[str, Any] = {"reeval_count": 1, "mutation": "resample"}
+"""What a key added after the first release means when a *logged* strategy lacks it: the
+behaviour of the evoq that wrote the log. :meth:`Strategy.from_dict` fills these in, so an old
+log re-derives its decisions whatever the defaults for new specs are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +84,10 @@ class Strategy:
     """Parameters of aging evolution.
 
     The first six are NNI's ``RegularizedEvolution`` parameters with NNI's defaults, except that
-    an unset population and sample size are chosen from the budget for budgets up to 1000 (see
-    :func:`default_sizes`). The rest are evoq's own; :meth:`nni` gives the exact NNI 2.10
-    behaviour (P=100, S=25, child may equal its parent, no dedup).
+    an unset population and sample size are chosen from the budget (see :func:`default_sizes`).
+    The rest are evoq's own; an unset ``reeval_count`` is chosen from the budget too
+    (:func:`default_reeval_count`). :meth:`nni` gives the exact NNI 2.10 behaviour (P=100, S=25,
+    child may equal its parent, no dedup, resampling mutation, no re-evaluation).
 
     Attributes:
         optimize_mode: ``"maximize"`` or ``"minimize"`` the trial metric.
@@ -68,6 +106,16 @@ class Strategy:
             counted as failed.
         trial_timeout: seconds a trial may run (the RQ job timeout); None for RQ's default.
         prefetch: trials kept in flight beyond the live workers once the population is full.
+        reeval_count: evaluations a config needs before it can replace the incumbent (unset:
+            :func:`default_reeval_count`). 1 (off): the incumbent is the best single result.
+            r > 1: the incumbent and every config whose result beats the incumbent's mean are
+            re-evaluated (phase ``reeval``) up to ``r`` evaluations, a challenger only while its
+            mean still beats the incumbent's; re-evaluations count toward ``cycles`` and never
+            enter the population (see :mod:`evoq.reducer`).
+        mutation: ``"neighbour"`` (default: a mutated numeric choice or randint moves to a nearby
+            value, anything else is resampled), ``"local"`` (every ordered parameter, continuous
+            ones too, moves to a nearby value; see :mod:`evoq.space`) or ``"resample"`` (NNI:
+            drawn from its whole range).
     """
 
     optimize_mode: str = "maximize"
@@ -83,6 +131,8 @@ class Strategy:
     max_attempts: int = 3
     trial_timeout: float | None = None
     prefetch: int = 0
+    reeval_count: int = None  # type: ignore[assignment]  # resolved in __post_init__
+    mutation: str = None  # type: ignore[assignment]  # resolved in __post_init__
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -91,6 +141,10 @@ class Strategy:
         p, s = default_sizes(self.population_size, self.sample_size, self.cycles)
         object.__setattr__(self, "population_size", p)
         object.__setattr__(self, "sample_size", s)
+        if getattr(self, "reeval_count") is None:  # noqa: B009 (mypy: the field is typed int)
+            object.__setattr__(self, "reeval_count", default_reeval_count(self.cycles))
+        if getattr(self, "mutation") is None:  # noqa: B009
+            object.__setattr__(self, "mutation", DEFAULT_MUTATION)
 
         for name in (
             "population_size",
@@ -99,6 +153,7 @@ class Strategy:
             "dedup_tries",
             "max_failures",
             "max_attempts",
+            "reeval_count",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -109,6 +164,8 @@ class Strategy:
             raise bad("optimize_mode", f"must be one of {OPTIMIZE_MODES}")
         if self.on_failure not in ON_FAILURE:
             raise bad("on_failure", f"must be one of {ON_FAILURE}")
+        if self.mutation not in MUTATIONS:
+            raise bad("mutation", f"must be one of {MUTATIONS}")
         if self.sample_size >= self.population_size:
             raise ValueError(
                 f"strategy parameter 'sample_size' must be smaller than population_size "
@@ -129,10 +186,16 @@ class Strategy:
     @classmethod
     def nni(cls, **overrides: Any) -> Strategy:
         """NNI 2.10's exact semantics and defaults: P=100, S=25, a child may equal its parent,
-        duplicates are allowed."""
-        return cls(
-            **{"dedup": False, "child_differs": False, "population_size": 100, "sample_size": 25, **overrides}
-        )
+        duplicates are allowed, mutation resamples, no re-evaluation (the best single result)."""
+        nni: dict[str, Any] = {
+            "dedup": False,
+            "child_differs": False,
+            "population_size": NNI_POPULATION,
+            "sample_size": NNI_SAMPLE,
+            "reeval_count": 1,
+            "mutation": "resample",
+        }
+        return cls(**{**nni, **overrides})
 
     @property
     def maximize(self) -> bool:
@@ -150,7 +213,18 @@ class Strategy:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Strategy:
-        """Build from a mapping; unknown keys are an error naming the key. Missing keys default."""
+        """Build from a *logged* mapping (``ExperimentCreated.strategy``).
+
+        A key of :data:`LEGACY` that the mapping lacks gets its legacy value — the behaviour of
+        the evoq that wrote a log without that key — so old logs replay and audit unchanged.
+        Other missing keys default; unknown keys are an error naming the key.
+        """
+        return cls.from_spec({**LEGACY, **raw})
+
+    @classmethod
+    def from_spec(cls, raw: Mapping[str, Any]) -> Strategy:
+        """Build from a spec's ``[strategy]`` table: missing keys get today's defaults; unknown
+        keys are an error naming the key."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in raw if k not in known]
         if unknown:

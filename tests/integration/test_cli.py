@@ -21,7 +21,7 @@ SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
 
 STATE_KEYS = {"name", "status", "reason", "completed", "results", "cycles", "failed", "failed_by_kind",
               "running", "next_trial", "events", "population", "best", "failures", "in_flight",
-              "rejected", "rejections"}  # fmt: skip
+              "rejected", "rejections", "incumbent", "reevaluated"}  # fmt: skip
 
 
 def test_run_embedded_then_every_command(tmp_path):
@@ -113,8 +113,8 @@ def test_max_failures_exits_1(tmp_path):
         ),
         ("name='x'\ntrial='tests.trials:quick'\n[space]\na=[]", ["'a'", "empty choice list"]),
         (
-            "name='x'\ntrial='tests.trials:quick'\n[space]\nlr={_type='normal', _value=[0,1]}",
-            ["'lr'", "'normal'"],
+            "name='x'\ntrial='tests.trials:quick'\n[space]\nlr={_type='normal', _value=[0,0]}",
+            ["'lr'", "sigma must be positive"],
         ),
         ("name='x'\ntrial='tests.trials:quick'\nspace='missing.json'", ["missing.json", "not found"]),
         ("name='x'\ntrial='no_such_module:train'\n[space]\na=[1]", ["trial", "no_such_module"]),

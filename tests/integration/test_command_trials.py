@@ -155,7 +155,9 @@ def test_failures_carry_the_script_s_own_last_lines(tmp_path, server, workers):
     assert logs and all(p.stat().st_size <= 10 * 1024 * 1024 for p in logs)
     spec = _spec(tmp_path, "fine", ["python3", "ok.py"], population_size=3, sample_size=1, cycles=6)
     code, final, err = finish(controller(spec, server.url))
-    assert code == 0 and final["best"]["metric"] == 0.8, err
+    assert code == 0 and final["results"] == 6, err
+    assert final["best"]["metric"] >= max(p["metric"] for p in final["population"])
+    assert final["best"]["metric"] * 10 in range(1, 9)  # ok.py reports x / 10
 
 
 def alive(pid: int) -> bool:

@@ -152,8 +152,9 @@ def test_point_in_time_replay_and_lineage(clean_log):
     k = next(i for i, e in enumerate(events) if e.at > t)
     assert prefix_state(str(clean_log), at=t).freeze() == replay(events[:k])
     data = lineage(events)
-    best = replay(events).best
-    assert data["best"] == best.trial and data["ancestry"][0] == best.trial
+    final = replay(events)
+    assert data["best"] == final.best.trial and data["incumbent"] == final.incumbent.trial
+    assert data["ancestry"][0] == final.incumbent.trial
     by_trial = {t["trial"]: t for t in data["trials"]}
     for a, b in zip(data["ancestry"], data["ancestry"][1:], strict=False):
         assert by_trial[a]["parent"] == b
@@ -161,3 +162,37 @@ def test_point_in_time_replay_and_lineage(clean_log):
     assert child["mutated"] and all(v[0] != v[1] for v in child["mutated"].values())
     assert render(data, "csv").count("\n") == len(data["trials"]) + 1
     assert render(data, "dot").startswith("digraph")
+
+
+def test_reports_say_which_best_they_show(tmp_path):
+    """With re-evaluation, the summary, top, lineage and plot name the incumbent (best mean, with
+    its count) and the best single result apart."""
+    from evoq.plot import plot
+    from evoq.report import best_lines, summary, top_json, top_lines, trial_rows
+    from evoq.simulate import simulate, table_experiment
+
+    from .test_simulate import TABLE
+
+    st_ = Strategy(population_size=8, sample_size=3, cycles=120, reeval_count=3)
+    res = simulate(
+        table_experiment(TABLE, st_, seed=2), TABLE, workers=2, log=FileLog(tmp_path / "r.evoqlog")
+    )
+    events = [decode(d) for _, d in FileLog(tmp_path / "r.evoqlog").read()]
+    data = summary(res.state)
+    inc = data["incumbent"]
+    assert inc["evaluations"] == 3 and data["reevaluated"] > 0
+    assert data["best"]["metric"] >= inc["metric"] - 1e-9  # maximize: the luckiest draw >= a mean
+    lines = best_lines(data)
+    assert "best mean of 3 evaluations" in lines[0] and f"trial {inc['trial']}" in lines[0]
+    top = top_json(trial_rows(events), 5, maximize=True)
+    assert [r["mean"] for r in top] == sorted((r["mean"] for r in top), reverse=True)
+    assert any(r["trial"] == inc["trial"] and r["evaluations"] == 3 for r in top)
+    assert "of 3" in "\n".join(top_lines(top))
+    data_l = lineage(events)
+    assert data_l["incumbent"] == inc["trial"] and data_l["ancestry"][0] == inc["trial"]
+    assert data_l["best"] == data["best"]["trial"]
+    assert "incumbent (best mean)" in render(data_l, "dot")
+    again = [t for t in data_l["trials"] if t["phase"] == "reeval"]
+    assert again and all(t["mutated"] == {} for t in again)
+    out = plot(events, tmp_path / "p.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -191,3 +191,125 @@ def test_started_and_progress_events_never_change_a_proposal(seed):
             ])  # fmt: skip
             b.add(extra)
             assert (propose(b), may_submit(b, 3)) == before
+
+
+def test_nested_mutation_samples_a_new_branchs_subspace_and_child_differs_on_the_flat_config():
+    from evoq.space import NestedChoice
+
+    space = SearchSpace.parse(
+        {
+            "layer": [
+                {"_name": "Empty"},
+                {"_name": "Conv", "kernel_size": [1, 2, 3, 5]},
+                {"_name": "Pool", "pooling_size": [2, 3, 5]},
+            ],
+            "width": [16, 32],
+        }
+    )
+    parent = {"layer": {"_name": "Conv", "kernel_size": 3}, "width": 16}
+    nested = space.params[0]
+    assert isinstance(nested, NestedChoice)
+    changed_branch = changed_sub = 0
+    for i in range(3000):
+        child = mutate(dict(parent), space, Strategy(mutation_prob=0.3), trial_rng(5, i))
+        assert space.contains(child) and child != parent
+        if child["layer"]["_name"] != "Conv":
+            changed_branch += 1
+        elif child["layer"] != parent["layer"]:
+            changed_sub += 1
+    assert changed_branch > 300 and changed_sub > 300
+    # with nothing mutated, exactly one flattened dimension changes: branch, kernel_size or width
+    kinds = set()
+    for i in range(300):
+        child = mutate(dict(parent), space, Strategy(mutation_prob=0.0), trial_rng(6, i))
+        diff = [k for k in ("width",) if child[k] != parent[k]]
+        if child["layer"]["_name"] != "Conv":
+            diff.append("branch")
+        elif child["layer"]["kernel_size"] != 3:
+            diff.append("kernel_size")
+        assert len(diff) == 1
+        kinds.add(diff[0])
+    assert kinds == {"width", "branch", "kernel_size"}
+
+
+def test_local_mutation_moves_ordered_parameters_to_neighbours():
+    space = SearchSpace.parse({"units": [16, 32, 64, 128, 256, 512], "act": ["relu", "tanh", "gelu"]})
+    parent = {"units": 64, "act": "relu"}
+    local, resample = (
+        Strategy(mutation="local", mutation_prob=0.5),
+        Strategy(mutation="resample", mutation_prob=0.5),
+    )
+    near = far = 0
+    for i in range(2000):
+        a = mutate(dict(parent), space, local, trial_rng(1, i))
+        b = mutate(dict(parent), space, resample, trial_rng(1, i))
+        near += a["units"] in (32, 128)
+        far += b["units"] in (32, 128)
+    assert near > 2 * far
+
+
+def test_nni_mode_mutation_is_unchanged_by_the_new_keys():
+    """Strategy.nni() consumes the generator exactly as NNI 2.10 does (the reference test checks
+    the decisions); here: the same child as the plain per-dimension resampling rule."""
+    space = SearchSpace.parse(NB201)
+    st_ = Strategy.nni(mutation_prob=0.3)
+    for i in range(200):
+        parent = space.sample(random.Random(i))
+        rng, ref = trial_rng(9, i), trial_rng(9, i)
+        expected = {k: (space.params[j].sample(ref) if ref.uniform(0, 1) < 0.3 else v)
+                    for j, (k, v) in enumerate(parent.items())}  # fmt: skip
+        assert mutate(dict(parent), space, st_, rng) == expected
+
+
+def test_reeval_is_proposed_for_a_leader_and_counts_toward_cycles():
+    s = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3)
+    b = StateBuilder(replay([created(s, NB201)]))
+    configs = []
+    for _ in range(3):
+        p = propose(b)
+        configs.append(p.config)
+        b.add(TrialSubmitted(p.trial, 0, p.config, p.parent, p.phase, "", 0.0))
+    b.add(TrialCompleted(0, 0, 5.0, 1.0, "w", 0.0))
+    p = propose(b)  # trial 0 beats no incumbent: its race is due
+    assert p is not None and (p.trial, p.phase, p.parent, p.config) == (3, "reeval", 0, configs[0])
+    b.add(TrialSubmitted(p.trial, 0, p.config, p.parent, p.phase, "", 0.0))
+    assert propose(b) is None  # one re-evaluation at a time per race; the population is not full
+    b.add(TrialCompleted(p.trial, 0, 3.0, 1.0, "w", 0.0))
+    assert b.results == 2 and len(b.population) == 1 and b.population[0].metric == 4.0
+    p2 = propose(b)
+    assert p2 is not None and p2.phase == "reeval" and p2.parent == 0
+    b.add(TrialSubmitted(p2.trial, 0, p2.config, p2.parent, p2.phase, "", 0.0))
+    b.add(TrialCompleted(p2.trial, 0, 4.0, 1.0, "w", 0.0))
+    assert b.incumbent is not None and (b.incumbent.trial, b.incumbent.metric, b.incumbent.evaluations) == (
+        0,
+        4.0,
+        3,
+    )
+    assert b.best is not None and b.best.metric == 5.0  # the best single draw stays available
+    b.add(TrialCompleted(1, 0, 3.5, 1.0, "w", 0.0))  # does not beat the incumbent's mean: no race
+    assert 1 not in b.race
+    b.add(TrialCompleted(2, 0, 9.0, 1.0, "w", 0.0))
+    p3 = propose(b)
+    assert p3 is not None and (p3.phase, p3.parent) == ("reeval", 2)
+
+
+def test_neighbour_moves_discrete_ordered_parameters_and_resamples_continuous_ones():
+    from evoq.space import moves_locally
+
+    space = SearchSpace.parse(
+        {"units": [16, 32, 64, 128, 256, 512], "depth": {"_type": "randint", "_value": [0, 20]},
+         "lr": {"_type": "uniform", "_value": [0, 1]}, "act": ["relu", "tanh"]}
+    )  # fmt: skip
+    assert [moves_locally(p, "neighbour") for p in space.params] == [True, True, False, False]
+    assert [moves_locally(p, "local") for p in space.params] == [True, True, True, False]
+    assert not any(moves_locally(p, "resample") for p in space.params)
+    parent = {"units": 64, "depth": 10, "lr": 0.5, "act": "relu"}
+    st_ = Strategy(mutation="neighbour", mutation_prob=1.0)
+    far_lr = near_depth = 0
+    for i in range(1000):
+        child = mutate(dict(parent), space, st_, trial_rng(3, i))
+        near_depth += abs(child["depth"] - 10) <= 2
+        far_lr += abs(child["lr"] - 0.5) > 0.3
+    # depth moves locally (resampling would land within 2 of 10 a quarter of the time); lr is
+    # resampled (|u - 0.5| > 0.3 with probability 0.4)
+    assert near_depth > 400 and far_lr > 300

@@ -14,7 +14,7 @@ from evoq.strategy import Strategy
 from ..sim import created, simulate
 
 strategies = st.builds(
-    lambda p, s, mode, fail, attempts: Strategy(
+    lambda p, s, mode, fail, attempts, r: Strategy(
         population_size=p,
         sample_size=min(s, p - 1),
         cycles=30,
@@ -22,11 +22,13 @@ strategies = st.builds(
         on_failure=fail,
         max_attempts=attempts,
         max_failures=15,
+        reeval_count=r,
     ),
     st.integers(2, 8),
     st.integers(1, 4),
     st.sampled_from(["maximize", "minimize"]),
     st.sampled_from(["ignore", "worst"]),
+    st.integers(1, 3),
     st.integers(1, 3),
 )
 runs = st.tuples(st.integers(0, 2**32), strategies).map(
@@ -201,3 +203,61 @@ def test_add_judged_says_which_events_took_effect():
     assert not b.add_judged(TrialCompleted(0, 0, 1.0, 1.0, "w", 0.0))  # too late for attempt 0
     assert b.add_judged(TrialSubmitted(0, 1, {"a": 1}, None, "init", "", 0.0))
     assert b.add_judged(TrialCompleted(0, 1, 1.0, 1.0, "w", 0.0))
+
+
+@given(runs)
+@settings(max_examples=60, deadline=None)
+def test_reevaluations_never_enter_the_population_and_races_stay_consistent(events):
+    b = StateBuilder()
+    phase: dict[int, str] = {}
+    for e in events:
+        b.add(e)
+        if isinstance(e, TrialSubmitted) and e.trial in b.running:
+            phase[e.trial] = e.phase
+        st_ = b.strategy
+        assert all(phase.get(i.trial) != "reeval" for i in b.population)
+        assert len(b.population) <= st_.population_size
+        inc = b.incumbent
+        if inc is not None:
+            assert phase[inc.trial] != "reeval" and 1 <= inc.evaluations <= st_.reeval_count
+            if inc.trial in b.race:  # the incumbent being confirmed
+                assert b.race[inc.trial].n == inc.evaluations
+        for race in b.race.values():
+            assert race.pending >= 0 and race.tries + 1 <= st_.reeval_count
+        if st_.reeval_count == 1:
+            assert not b.race and b.reevaluated == 0
+            # no re-evaluation: the incumbent is the best single result of an individual
+            if b.best is not None:
+                assert inc is not None and (inc.trial, inc.metric) == (b.best.trial, b.best.metric)
+
+
+def test_reeval_updates_the_mean_in_place_and_failures_follow_on_failure():
+    from evoq.proposal import propose
+
+    for on_failure in ("ignore", "worst"):
+        st_ = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3, on_failure=on_failure)
+        b = StateBuilder(replay([created(st_, {"a": [1, 2, 3, 4, 5, 6, 7, 8]})]))
+        for i, m in enumerate([1.0, 2.0]):
+            submit(b, i, v=i + 1)
+            b.add(TrialCompleted(i, 0, m, 1.0, "w", 0.0))
+        # the first result is the incumbent at once (to be confirmed); trial 1 beats it: a challenger
+        assert (b.incumbent.trial, b.incumbent.evaluations) == (0, 1) and set(b.race) == {0, 1}
+        b.add(TrialSubmitted(2, 0, {"a": 1}, 0, "reeval", "", 0.0))
+        assert b.race[0].pending == 1 and b.race[0].tries == 1
+        b.add(TrialCompleted(2, 0, 3.0, 1.0, "w", 0.0))
+        assert [(i.trial, i.metric) for i in b.population] == [(0, 2.0), (1, 2.0)]  # order kept
+        assert b.results == 3 and b.reevaluated == 1 and b.completed == 3
+        assert (b.incumbent.trial, b.incumbent.metric, b.incumbent.evaluations) == (0, 2.0, 2)
+        b.add(TrialSubmitted(3, 0, {"a": 1}, 0, "reeval", "", 0.0))
+        b.add(TrialFailed(3, 0, "error", "boom", "w", 0.0))
+        assert 0 not in b.race and b.failures_in_a_row == 1
+        if on_failure == "worst":  # the worst metric joins the mean: the challenger's race is due
+            assert b.results == 4 and b.population[0].metric == float("-inf")
+            assert b.incumbent.metric == float("-inf") and b.incumbent.evaluations == 3
+            p = propose(b)
+            assert p is not None and (p.phase, p.parent) == ("reeval", 1)
+        else:  # nothing joins: the incumbent's race ended with 2 evaluations; trial 1 does not beat 2.0
+            assert b.results == 3
+            assert (b.incumbent.trial, b.incumbent.metric, b.incumbent.evaluations) == (0, 2.0, 2)
+            p = propose(b)
+            assert p is not None and p.phase == "init"  # trial 1's race is not due: 2.0 does not beat 2.0

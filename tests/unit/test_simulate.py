@@ -34,7 +34,7 @@ def _table() -> TableObjective:
                 metrics = (base - 0.5, base, base + 0.5)
                 took = 1.0 + (a * 7 + b * 3 + i) % 9
                 rows[(a, b, c)] = (metrics, (took, took, took))
-    return TableObjective("synthetic/t", SPACE, "score", "maximize", rows)
+    return TableObjective("synthetic/t", SPACE, "score", "maximize", rows, source="tests.unit.test_simulate:TABLE")
 
 
 TABLE = _table()
@@ -99,7 +99,7 @@ def test_clock_order_and_capacity(workers: int, prefetch: int) -> None:
             assert len(running) <= workers
         elif isinstance(e, TrialCompleted):
             assert math.isclose(e.at, started[e.trial] + e.duration)
-            assert e.duration == TABLE(dict(_config(events, e.trial)))[1]
+            assert e.duration == TABLE.expected(dict(_config(events, e.trial)))[1]
             submitted.discard(e.trial)
             running.discard(e.trial)
             completed += 1
@@ -153,3 +153,49 @@ def test_bad_arguments() -> None:
         simulate(exp, TABLE, workers=0)
     with pytest.raises(TypeError):
         simulate({"not": "an experiment"}, TABLE)
+
+
+def test_table_has_explicit_noisy_and_noise_free_methods() -> None:
+    import random
+
+    cfg = {"a": 2, "b": 3, "c": "y"}
+    draws = {TABLE.evaluate(cfg, random.Random(i))[0] for i in range(50)}
+    assert len(draws) == 3  # one of the table's seeds per evaluation
+    mean, took = TABLE.expected(cfg)
+    assert mean == TABLE.mean(cfg) == sum(draws) / 3 and took > 0
+    assert not callable(TABLE)  # no silent noise-free objective by wrapping the table in a lambda
+
+
+def test_table_experiment_writes_a_trial_path_that_simulate_spec_loads_back() -> None:
+    from evoq.simulate import simulate_spec, table_of
+
+    exp = table_experiment(TABLE, Strategy(population_size=8, sample_size=3, cycles=30), seed=4)
+    assert exp.trial == "tests.unit.test_simulate:TABLE" and table_of(exp.trial) is TABLE
+    direct = simulate(exp, TABLE, workers=2)
+    again = simulate_spec(exp, 2)  # what `evoq run --simulate 2` does with that trial string
+    assert again.state == direct.state
+    anonymous = TableObjective("synthetic/anon", SPACE, "score", "maximize", TABLE._rows)
+    with pytest.raises(ValueError, match="source"):
+        table_experiment(anonymous, Strategy(population_size=4, sample_size=2, cycles=5))
+
+
+def test_reevaluation_runs_audit_clean_and_report_the_mean(tmp_path: Any) -> None:
+    from evoq.audit import audit_file
+    from evoq.filelog import FileLog
+
+    st = Strategy(population_size=8, sample_size=3, cycles=150, reeval_count=3, mutation="local")
+    path = tmp_path / "r.evoqlog"
+    res = simulate(table_experiment(TABLE, st, seed=5), TABLE, workers=3, log=FileLog(path))
+    rep = audit_file(str(path))
+    assert rep.ok, rep.findings
+    events = [decode(r) for _, r in FileLog(path).read()]
+    reevals = [e for e in events if isinstance(e, TrialSubmitted) and e.phase == "reeval"]
+    assert reevals and res.state.reevaluated == len(reevals) - sum(
+        1 for e in reevals if e.trial in res.state.running
+    )
+    inc = res.state.incumbent
+    assert inc is not None and inc.evaluations == 3
+    metrics = [e.metric for e in events if isinstance(e, TrialCompleted) and (e.trial == inc.trial or any(
+        r.trial == e.trial and r.parent == inc.trial for r in reevals))]  # fmt: skip
+    assert len(metrics) == 3 and math.isclose(inc.metric, sum(metrics) / 3)
+    assert res.state.results == 150 and len(res.state.population) == 8

@@ -3,19 +3,14 @@ import pytest
 from evoq.strategy import Strategy
 
 
-def test_defaults_are_nni():
+def test_defaults_and_nni_mode():
     s = Strategy()
-    assert (s.optimize_mode, s.population_size, s.sample_size, s.cycles, s.mutation_prob, s.on_failure) == (
-        "maximize",
-        100,
-        25,
-        20000,
-        0.05,
-        "ignore",
-    )
+    assert (s.optimize_mode, s.cycles, s.mutation_prob, s.on_failure) == ("maximize", 20000, 0.05, "ignore")
+    assert (s.population_size, s.sample_size, s.reeval_count, s.mutation) == (50, 25, 10, "neighbour")
     assert s.dedup and s.child_differs
     n = Strategy.nni()
     assert not n.dedup and not n.child_differs
+    assert (n.population_size, n.sample_size, n.reeval_count, n.mutation) == (100, 25, 1, "resample")
 
 
 @pytest.mark.parametrize(
@@ -51,11 +46,12 @@ def test_dict_round_trip_and_unknown_keys():
 @pytest.mark.parametrize(
     "kwargs, sizes",
     [
-        ({}, (100, 25)),  # NNI's defaults for NNI's default budget
+        ({}, (50, 25)),  # one rule for every budget: the unset cycles (20000) too
         ({"cycles": 100}, (33, 16)),  # budget-aware when neither size is given
         ({"cycles": 12}, (10, 5)),
         ({"cycles": 1000}, (50, 25)),
-        ({"cycles": 1001}, (100, 25)),
+        ({"cycles": 1001}, (50, 25)),  # no jump above 1000 any more
+        ({"cycles": 3000}, (50, 25)),
         ({"cycles": 100, "population_size": 20}, (20, 10)),  # only P given: S = min(25, P // 2)
         ({"cycles": 100, "population_size": 80}, (80, 25)),
         ({"cycles": 100, "sample_size": 5}, (100, 5)),  # only S given: NNI's P
@@ -69,3 +65,32 @@ def test_unset_sizes_are_resolved_and_recorded(kwargs, sizes):
     if "population_size" not in kwargs and "sample_size" not in kwargs:
         nni = Strategy.nni(**kwargs)
         assert (nni.population_size, nni.sample_size) == (100, 25)
+
+
+def test_logged_strategies_without_new_keys_mean_the_old_behaviour():
+    """A strategy logged before a key existed re-derives the old decisions, whatever the defaults."""
+    old = Strategy(population_size=20, sample_size=5).to_dict()
+    for key in ("reeval_count", "mutation"):
+        del old[key]
+    logged = Strategy.from_dict(old)
+    assert (logged.reeval_count, logged.mutation) == (1, "resample")
+    fresh = Strategy.from_spec({"population_size": 20, "sample_size": 5})
+    assert Strategy.from_dict(fresh.to_dict()) == fresh  # a full logged dict is taken as it is
+    spec = Strategy.from_spec({})
+    assert (spec.reeval_count, spec.mutation) == (Strategy().reeval_count, Strategy().mutation)
+    nni = Strategy.nni()
+    assert (nni.reeval_count, nni.mutation, nni.dedup, nni.child_differs) == (1, "resample", False, False)
+    with pytest.raises(ValueError, match="mutation"):
+        Strategy(mutation="swap")
+    with pytest.raises(ValueError, match="reeval_count"):
+        Strategy(reeval_count=0)
+
+
+@pytest.mark.parametrize(
+    "cycles, r", [(1, 1), (100, 1), (199, 1), (200, 3), (299, 3), (300, 4), (500, 6), (900, 10), (20000, 10)]
+)
+def test_unset_reeval_count_follows_the_budget_and_is_recorded(cycles, r):
+    s = Strategy(cycles=cycles)
+    assert s.reeval_count == r
+    assert Strategy.from_dict(s.to_dict()).reeval_count == r  # the log holds the resolved value
+    assert Strategy(cycles=cycles, reeval_count=2).reeval_count == 2  # a set value is kept
