@@ -13,7 +13,8 @@ NNI semantics are followed for every ``_type``:
   the trial gets ``{"_name": <branch>, <sub-parameter>: <value>, ...}``, as NNI hands it;
 * ``randint``: an integer in ``[low, high)`` (upper bound exclusive, as in NNI 2.x);
 * ``uniform``: a float in ``[low, high]``;
-* ``quniform``: ``clip(round(uniform(low, high) / q) * q, low, high)``;
+* ``quniform``: ``clip(round(uniform(low, high) / q) * q, low, high)`` (an int when ``q`` and
+  both bounds are integers, as for ``qloguniform``);
 * ``loguniform``: ``exp(uniform(log(low), log(high)))``;
 * ``qloguniform``: ``clip(round(loguniform(low, high) / q) * q, low, high)``;
 * ``normal``: ``normal(mu, sigma)``; ``qnormal``: ``round(normal(mu, sigma) / q) * q``;
@@ -297,10 +298,23 @@ class Uniform:
             x = rng.uniform(self.low, self.high)
         return self._finish(x)
 
-    def _finish(self, x: float) -> float:
+    @property
+    def integral(self) -> bool:
+        """``quniform``/``qloguniform`` with an integer ``q`` and integer bounds: values are ints
+        (as NNI users expect of ``[1, 10, 1]``)."""
+        q = self.q
+        return (
+            q is not None
+            and float(q).is_integer()
+            and float(self.low).is_integer()
+            and float(self.high).is_integer()
+        )
+
+    def _finish(self, x: float) -> float | int:
         if self.q is not None:
             x = round(x / self.q) * self.q
-        return float(min(max(x, self.low), self.high))
+        x = min(max(x, self.low), self.high)
+        return round(x) if self.integral else float(x)
 
     def different(self, rng: random.Random, current: Value) -> Value | None:
         """Draw until the value differs from ``current`` (bounded); None if none was found."""
@@ -321,7 +335,8 @@ class Uniform:
         v = self._finish(math.exp(y) if self.log else y)
         if self.q is None:
             return v if v != current else None
-        return _quantize_step(v, float(current), self.q, step, self.low, self.high)
+        moved = _quantize_step(float(v), float(current), self.q, step, self.low, self.high)
+        return round(moved) if moved is not None and self.integral else moved
 
     def can_vary(self) -> bool:
         """Always true: ``low < high`` is enforced."""

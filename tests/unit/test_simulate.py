@@ -34,7 +34,9 @@ def _table() -> TableObjective:
                 metrics = (base - 0.5, base, base + 0.5)
                 took = 1.0 + (a * 7 + b * 3 + i) % 9
                 rows[(a, b, c)] = (metrics, (took, took, took))
-    return TableObjective("synthetic/t", SPACE, "score", "maximize", rows, source="tests.unit.test_simulate:TABLE")
+    return TableObjective(
+        "synthetic/t", SPACE, "score", "maximize", rows, source="tests.unit.test_simulate:TABLE"
+    )
 
 
 TABLE = _table()

@@ -272,3 +272,23 @@ def test_local_moves_are_mostly_neighbours_on_short_lists():
     assert Choice("s", ("a", "b", "c")).nearby(rng, "a") in ("b", "c")  # unordered: another value
     u = Uniform("u", 0.0, 1.0)
     assert sum(abs(u.nearby(rng, 0.5) - 0.5) < 0.2 for _ in range(1000)) > 600  # a fifth of the range
+
+
+def test_quantized_uniforms_with_integer_steps_and_bounds_give_ints():
+    import random
+
+    from evoq.proposal import mutate
+    from evoq.strategy import Strategy
+
+    space = SearchSpace.parse({
+        "layers": {"_type": "quniform", "_value": [1, 8, 1]},
+        "units": {"_type": "qloguniform", "_value": [16, 1024, 16]},
+        "rate": {"_type": "quniform", "_value": [0, 1, 0.25]},
+    })  # fmt: skip
+    rng = random.Random(3)
+    for _ in range(200):
+        c = space.sample(rng)
+        assert type(c["layers"]) is int and type(c["units"]) is int and type(c["rate"]) is float
+        assert space.contains(c) and c["units"] % 16 == 0
+        child = mutate(c, space, Strategy(mutation="local", mutation_prob=0.5), rng)
+        assert type(child["layers"]) is int and type(child["units"]) is int and space.contains(child)
