@@ -542,6 +542,15 @@ def _live(b: StateBuilder) -> bool:
 # Handlers take a validated record tuple (tag, version, *fields), fields in dataclass order.
 
 
+def _run_of(b: StateBuilder, r: tuple[Any, ...]) -> Run | None:
+    """The run a trial event ``(tag, v, trial, attempt, ...)`` names, if it is the one running."""
+    if b.finished is not None or b.experiment is None:
+        _live(b)
+        return None
+    run = b.running.get(r[2])
+    return run if run is not None and run[1] == r[3] else None
+
+
 def _on_created(b: StateBuilder, r: tuple[Any, ...]) -> None:
     if b.experiment is not None:
         return
@@ -583,22 +592,16 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
 
 def _on_started(b: StateBuilder, r: tuple[Any, ...]) -> None:
     # (tag, v, trial, attempt, worker, at)
-    if b.finished is not None or b.experiment is None:
-        _live(b)
-        return
-    run = b.running.get(r[2])
-    if run is None or run[1] != r[3] or run[5] is not None:
+    run = _run_of(b, r)
+    if run is None or run[5] is not None:
         return
     b.running[r[2]] = _new(Run, (*run[:5], r[4], run[6], r[5]))
 
 
 def _on_completed(b: StateBuilder, r: tuple[Any, ...]) -> None:
     # (tag, v, trial, attempt, metric, duration, worker, at)
-    if b.finished is not None or b.experiment is None:
-        _live(b)
-        return
-    run = b.running.get(r[2])
-    if run is None or run[1] != r[3]:
+    run = _run_of(b, r)
+    if run is None:
         return
     metric = r[4]
     if not isfinite(metric):
@@ -653,11 +656,8 @@ def _count_failure(b: StateBuilder, run: Run, kind: str, message: str = "") -> N
 
 def _on_failed(b: StateBuilder, r: tuple[Any, ...]) -> None:
     # (tag, v, trial, attempt, kind, message, worker, at)
-    if b.finished is not None or b.experiment is None:
-        _live(b)
-        return
-    run = b.running.get(r[2])
-    if run is None or run[1] != r[3]:
+    run = _run_of(b, r)
+    if run is None:
         return
     b.recent_failures.append(_new(FailureNote, (r[2], r[3], r[4], r[6], r[5], r[7])))
     _count_failure(b, run, r[4], r[5])
@@ -692,11 +692,8 @@ def _on_extended(b: StateBuilder, r: tuple[Any, ...]) -> None:
 
 def _on_progressed(b: StateBuilder, r: tuple[Any, ...]) -> None:
     # (tag, v, trial, attempt, step, value, at)
-    if b.finished is not None or b.experiment is None:
-        _live(b)
-        return
-    run = b.running.get(r[2])
-    if run is None or run[1] != r[3]:
+    run = _run_of(b, r)
+    if run is None:
         return
     previous = b.progress.get(r[2])
     b.progress[r[2]] = (r[4], r[5], previous[2] + 1 if previous else 1)
