@@ -199,6 +199,7 @@ return {'ok', id, passed}
 """
 _RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.25)
 WORKER_REFRESH_S = 5.0
+SHARE_REFRESH_S = 1.0
 CLIENT_SCAN_S = 30.0
 _COUNT_WORKERS = """
 -- KEYS[1]: RQ's set of the queue's worker keys. Answers the names of those whose key is alive.
@@ -242,6 +243,8 @@ class Controller:
         self._checked = 0.0
         self._missing: dict[tuple[int, int], float] = {}
         self._workers_cache: tuple[float, int] = (0.0, 0)
+        self._shared = False
+        self._share_cache: tuple[float, int] = (-1e9, 1)
         self._connected: tuple[float, set[str], set[str]] = (-1e9, set(), set())
         self._suspects = client.register_script(SUSPECTS_SCRIPT)
         self._count_workers = client.register_script(_COUNT_WORKERS)
@@ -440,24 +443,22 @@ class Controller:
 
     # -- workers and lost runs ----------------------------------------------------------------
     def live_workers(self) -> int:
-        """This experiment's capacity: the RQ workers of its queue (its fair share of them when
-        other experiments submit to the same queue), refreshed every 5 s."""
+        """This experiment's capacity: the RQ workers of its queue (counted every 5 s), or its
+        fair share of them when other experiments submit to the same queue (every second)."""
         if self.opts.capacity is not None:
             return self.opts.capacity()
         now = time.monotonic()
-        if now - self._workers_cache[0] < WORKER_REFRESH_S:
-            return self._workers_cache[1]
-        names = [
-            n.decode() if isinstance(n, bytes) else str(n)
-            for n in self._count_workers(keys=[self.queue.key.replace("rq:queue:", "rq:workers:", 1)])
-        ]
-        count = len(self._connected_among(names, now))
-        # Never 0: an under-count must not stall the evolve phase; an over-count only leaves a
-        # job waiting in the queue.
-        workers = max(count, 1)
-        share = self._share(workers)
-        self._workers_cache = (now, share)
-        return share
+        if now - self._workers_cache[0] >= WORKER_REFRESH_S:
+            names = [
+                n.decode() if isinstance(n, bytes) else str(n)
+                for n in self._count_workers(keys=[self.queue.key.replace("rq:queue:", "rq:workers:", 1)])
+            ]
+            # Never 0: an under-count must not stall the evolve phase; an over-count only leaves
+            # a job waiting in the queue.
+            self._workers_cache = (now, max(len(self._connected_among(names, now)), 1))
+        if now - self._share_cache[0] >= SHARE_REFRESH_S:
+            self._share_cache = (now, self._share(self._workers_cache[1]))
+        return self._share_cache[1]
 
     def _connected_among(self, names: list[str], now: float) -> list[str]:
         """The workers whose Redis connection is up, by the names of the connections (CLIENT
@@ -483,6 +484,7 @@ class Controller:
         pipe.zremrangebyscore(key, "-inf", stamp - 3 * max(self.opts.lease_ttl, WORKER_REFRESH_S))
         pipe.zrange(key, 0, -1)
         active = [n.decode() if isinstance(n, bytes) else str(n) for n in pipe.execute()[2]]
+        self._shared = len(set(active) | {self.experiment.name}) > 1
         return fair_share(workers, active, self.experiment.name)
 
     def probe(self, runs: list[Run]) -> list[JobProbe]:
@@ -573,7 +575,8 @@ class Controller:
     def _next_submission(self) -> Decision | None:
         st = self.state.strategy
         assert st is not None
-        if not may_submit(self.state, self.live_workers() + st.prefetch):
+        capacity = self.live_workers() + st.prefetch
+        if not may_submit(self.state, capacity, shared=self._shared):
             return None
         p = propose(self.state)
         if p is None:
@@ -734,6 +737,7 @@ class Controller:
         self.lease.reclaim()
         self._missing.clear()
         self._workers_cache = (0.0, 0)
+        self._share_cache = (-1e9, 1)
         self._connected = (-1e9, set(), set())
         self.replay()
         log.info("Redis is back; replayed %d events", self.state.events)

@@ -65,15 +65,20 @@ def in_flight(state: StateView) -> int:
     return len(state.running) + len(state.retry)
 
 
-def may_submit(state: StateView, capacity: int) -> bool:
+def may_submit(state: StateView, capacity: int, *, shared: bool = False) -> bool:
     """The capacity rule of the controller (and the simulator).
 
     While the initial population is being filled everything may be queued at once, as NNI does;
     after that at most ``capacity`` (live workers + prefetch) runs may be in flight, so that
-    children are bred from a fresh population.
+    children are bred from a fresh population. On a queue ``shared`` with other experiments the
+    limit holds from the start (``capacity`` is then this experiment's share): an initial flood
+    would make the others wait behind it in the queue.
     """
     st = state.strategy
-    return st is not None and (len(state.population) < st.population_size or len(state.running) < capacity)
+    if st is None:
+        return False
+    filling = len(state.population) < st.population_size and not shared
+    return filling or len(state.running) < capacity
 
 
 def propose(state: StateView) -> Proposal | None:

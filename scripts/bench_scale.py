@@ -226,13 +226,14 @@ def redis_info(client: redis.Redis, streams: list[str] = ()) -> dict[str, float]
 
 
 def reactions(events: list[Any]) -> list[float]:
-    """Completion -> next submission delays (ms), first in first out, once the population is full."""
+    """Completion -> next submission delays (ms), first in first out, once the population is full
+    (any submission after the first non-init one: children and re-evaluations alike)."""
     pending: list[float] = []
     out = []
     evolving = False
     for e in events:
         if isinstance(e, TrialSubmitted):
-            if e.phase == "evolve":
+            if e.phase != "init" or evolving:  # evolve or re-evaluation: a decision a result freed
                 evolving = True
                 if pending:
                     out.append((e.at - pending.pop(0)) * 1000)

@@ -251,7 +251,7 @@ def test_experiments_sharing_a_queue_split_its_workers():
     alpha, beta = controllers
     assert alpha.live_workers() == 5  # alone on the queue: all of it
     beta_share = beta.live_workers()
-    alpha._workers_cache = (0.0, 0)  # its next look (every 5 s)
+    alpha._share_cache = (-1e9, 1)  # its next look (every second)
     shares = [alpha.live_workers(), beta_share]
     assert shares == [3, 2]  # the remainder goes to the first by name
     assert sorted(admin.zrange("evoq:queue:evoq:controllers", 0, -1)) == [b"alpha", b"beta"]
