@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .events import Event
@@ -22,16 +22,26 @@ def lineage(events: Sequence[Event]) -> dict[str, Any]:
     rows = trial_rows(events)
     b = StateBuilder()
     b.add_all(events)
-    trials = [_row(r, rows) for r in sorted(rows.values(), key=lambda r: r.trial)]
-    ancestry: list[int] = []
-    t = b.best.trial if b.best is not None else None
-    while t is not None and t not in ancestry:
-        ancestry.append(t)
+    trials = [entry(r, rows) for r in sorted(rows.values(), key=lambda r: r.trial)]
+    best = b.best.trial if b.best is not None else None
+    return {"trials": trials, "best": best, "ancestry": ancestry(rows, best)}
+
+
+def ancestry(rows: Mapping[int, TrialRow], trial: int | None) -> list[int]:
+    """``[trial, parent, grandparent, ...]`` back to an ``init`` trial (empty for None)."""
+    line: list[int] = []
+    seen: set[int] = set()
+    t = trial
+    while t is not None and t not in seen:
+        line.append(t)
+        seen.add(t)
         t = rows[t].parent if t in rows else None
-    return {"trials": trials, "best": b.best.trial if b.best else None, "ancestry": ancestry}
+    return line
 
 
-def _row(r: TrialRow, rows: dict[int, TrialRow]) -> dict[str, Any]:
+def entry(r: TrialRow, rows: Mapping[int, TrialRow]) -> dict[str, Any]:
+    """One trial of the lineage: ``trial, parent, phase, status, metric, attempt, mutated,
+    config`` (``mutated``: ``{name: [parent value, child value]}``)."""
     parent = rows.get(r.parent) if r.parent is not None else None
     mutated = {}
     if parent is not None:
