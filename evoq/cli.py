@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -316,6 +317,17 @@ def main() -> None:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
+    "--dashboard",
+    "dashboard_port",
+    type=click.IntRange(0, 65535),
+    is_flag=False,
+    flag_value=8765,
+    default=None,
+    metavar="[PORT]",
+    help="Serve the live dashboard on 127.0.0.1:PORT while the experiment runs (PORT 8765 if not "
+    "given, 0 for any free one; put the option after SPEC).",
+)
+@click.option(
     "--simulate",
     "simulate_workers",
     type=click.IntRange(min=1),
@@ -353,6 +365,7 @@ def run(
     log_dir: Path,
     allow: tuple[str, ...],
     no_progress: bool,
+    dashboard_port: int | None,
     simulate_workers: int | None,
     sim_log: Path | None,
     **overrides: Any,
@@ -380,7 +393,8 @@ def run(
         )
         local = LocalWorkers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
         try:
-            state, interrupted = run_controller(client, spec, options, progress=progress)
+            with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, client=client):
+                state, interrupted = run_controller(client, spec, options, progress=progress)
         finally:
             local.stop()
     else:
@@ -394,6 +408,7 @@ def run(
             progress,
             wait=wait,
             spec_dir=spec_path.parent,
+            dashboard_port=dashboard_port,
         )
     print_state(state, as_json)
     code = exit_code(state)
@@ -430,6 +445,7 @@ def _run_embedded(
     *,
     wait: bool,
     spec_dir: Path,
+    dashboard_port: int | None = None,
 ) -> tuple[State, bool]:
     from .embedded import embedded_run, user_code_paths
     from .loader import load_trial
@@ -462,7 +478,64 @@ def _run_embedded(
             backend="the embedded log",
             preempt_on_stop=True,
         )
-        return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
+        with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, embedded_client=er.client()):
+            return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
+
+
+@contextmanager
+def dashboard_during_run(
+    port: int | None,
+    name: str,
+    queue: str,
+    log_dir: Path,
+    *,
+    client: redis.Redis | None = None,
+    embedded_client: Any = None,
+) -> Iterator[None]:
+    """Serve the dashboard on 127.0.0.1:``port`` (None: not at all) while the block runs: over
+    the Redis of ``client``, or over the embedded logs with the in-process Redis of an embedded
+    run (``embedded_client``) for its heartbeats and worker threads."""
+    if port is None:
+        yield
+        return
+    server = _dashboard_server(
+        client, log_dir, (queue,), embedded_client=embedded_client, name=name, port=port
+    )
+    server.start()
+    where = "embedded" if client is None else "redis"
+    click.echo(
+        f"evoq: dashboard on {server.url}/x/{where}/{name} (read-only; it stops with the run)", err=True
+    )
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _dashboard_server(
+    client: redis.Redis | None,
+    log_dir: Path,
+    queues: tuple[str, ...],
+    *,
+    embedded_client: Any = None,
+    name: str | None = None,
+    host: str = "127.0.0.1",
+    port: int,
+    public: bool = False,
+    allow_hosts: tuple[str, ...] = (),
+    root_path: str = "",
+) -> Any:
+    try:
+        from .dashboard.app import plotly_js
+        from .dashboard.server import DashboardServer
+        from .dashboard.service import Dashboard
+    except ImportError as exc:
+        fail(
+            f"the dashboard needs the 'dashboard' extra: pip install 'evoq[dashboard]' ({exc.name} is missing)"
+        )
+    plotly_js()  # fail now, in one line, if plotly is missing
+    dash = Dashboard(client, log_dir, queues=queues, embedded_client=embedded_client, embedded_name=name)
+    return DashboardServer(dash, host, port, public=public, allow_hosts=allow_hosts, root_path=root_path)
 
 
 # -- worker -------------------------------------------------------------------------------------
@@ -807,6 +880,69 @@ def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None
     from .lineage import render
 
     click.echo(render(build(load(source, redis_url, log_dir).events), fmt), nl=False)
+
+
+@main.command()
+@click.argument("experiment", required=False, metavar="[NAME]")
+@redis_url_option("Redis whose experiments to show (the embedded logs are shown too)")
+@log_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (not loopback: needs --i-know-this-is-public).")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port (0: any free one).")  # fmt: skip
+@click.option(
+    "--i-know-this-is-public",
+    "public",
+    is_flag=True,
+    help="Allow a --host other than loopback: the dashboard has no login of its own; put it behind "
+    "an authenticating reverse proxy or an SSH tunnel (README: Dashboard).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    help="Host header to accept besides the local names, e.g. a reverse proxy's public name (repeatable).",
+)
+@click.option("--root-path", default="", help="Path prefix a reverse proxy serves the dashboard under (e.g. /evoq).")  # fmt: skip
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help=f"RQ queue whose workers to show (repeatable; default {DEFAULT_QUEUE}; the queues of running jobs are added).",
+)
+def dashboard(
+    experiment: str | None,
+    redis_url: str | None,
+    log_dir: Path,
+    host: str,
+    port: int,
+    public: bool,
+    allow_hosts: tuple[str, ...],
+    root_path: str,
+    queues: tuple[str, ...],
+) -> None:
+    """Serve a live, read-only web dashboard of the experiments (and open NAME's page first).
+
+    Shows every experiment of the Redis and of the embedded logs; one experiment's progress,
+    results, population, failures, runs in flight, workers, lineage, parameters and audit,
+    updated as events arrive; each trial's page. Ctrl-C stops it.
+    """
+    client = connect(redis_url) if redis_url else None
+    server = _dashboard_server(
+        client, log_dir, queues or (DEFAULT_QUEUE,), host=host, port=port, public=public,
+        allow_hosts=allow_hosts, root_path=root_path,
+    )  # fmt: skip
+    page = "/"
+    if experiment is not None:
+        where = "redis" if client is not None else "embedded"
+        try:
+            server.dash.watcher(where, experiment)
+        except EvoqError:
+            server.sock.close()
+            raise
+        page = f"/x/{where}/{experiment}"
+    click.echo(f"evoq dashboard: {server.url}{page} (read-only; Ctrl-C to stop)")
+    # follow the experiments being run from the start, so that their pages open at once
+    threading.Thread(target=server.dash.follow_live, name="evoq-dashboard-warm", daemon=True).start()
+    server.serve()
 
 
 @main.command()
