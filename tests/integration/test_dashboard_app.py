@@ -17,6 +17,7 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
+import redis
 
 from evoq.audit import counted_terminals
 from evoq.codec import encode
@@ -26,9 +27,11 @@ from evoq.events import Event, TrialCompleted, TrialFailed
 from evoq.filelog import FileLog
 from evoq.reducer import replay
 from evoq.report import summary
+from evoq.sources import connect
 from evoq.strategy import Strategy
+from evoq.testing import wait_for
 
-from ..cluster import evoq, one_line_error
+from ..cluster import RedisServer, Worker, controller, evoq, one_line_error, write_spec
 from ..sim import simulate
 
 
@@ -224,3 +227,53 @@ def test_cli_errors_are_one_line(tmp_path):
         s.listen(1)
         port = s.getsockname()[1]
         one_line_error(evoq("dashboard", "--port", str(port), cwd=tmp_path), f"port {port}", "in use")
+
+
+DASHBOARD_ACL = "on >dash-pw ~evoq:* ~rq:* resetchannels -@all +@read +ping +hello"
+"""What the README tells to give the dashboard's Redis user: reading evoq's and RQ's keys."""
+
+
+def test_the_dashboard_works_with_a_redis_user_that_can_only_read(tmp_path):
+    server = RedisServer(tmp_path)
+    worker = Worker(server.url, f"reader-test-{time.monotonic_ns()}", EVOQ_TEST_SLEEP="0.5")
+    spec = write_spec(
+        tmp_path / "ro.toml", "ro", "tests.trials:sometimes", "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3]",
+        population_size=4, sample_size=2, cycles=12,
+    )  # fmt: skip
+    ctl = controller(spec, server.url)
+    dash = None
+    try:
+        server.client().execute_command("ACL", "SETUSER", "evoq-dashboard", *DASHBOARD_ACL.split())
+        url = server.url.replace("redis://", "redis://evoq-dashboard:dash-pw@")
+        client = connect(url)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set("evoq:{ro}:probe", "1")  # the user really cannot write
+        wait_for(lambda: client.exists("evoq:{ro}:events"), timeout=60)
+        dash = DashboardServer(Dashboard(client, tmp_path / ".evoq"), port=0).start()
+        code, html = get(dash.url + "/")
+        assert code == 200 and "/x/redis/ro" in html and "cannot list" not in html
+        code, html = get(dash.url + "/x/redis/ro")
+        assert code == 200, html
+        b = boot(html)
+        seen_worker = seen_heartbeat = False
+        for update in sse_updates(
+            dash.url + f"/x/redis/ro/stream?v={b['v']}&g={b['g']}&n={b['n']}", timeout=60
+        ):
+            html_parts = "".join(update["html"].values())
+            assert "NOPERM" not in html_parts and "cannot read" not in html_parts, html_parts
+            seen_worker |= worker.name in update["html"].get("workers", "")
+            seen_heartbeat |= "s ago" in update["html"].get("running", "")
+            if seen_worker and seen_heartbeat:
+                break
+        assert ctl.wait(timeout=120) == 0
+        code, text = get(dash.url + "/x/redis/ro/state.json")
+        assert json.loads(text)["results"] == 12
+        code, html = get(dash.url + "/x/redis/ro/trial/0")
+        assert code == 200 and "Trial 0" in html
+    finally:
+        if dash is not None:
+            dash.stop()
+        if ctl.poll() is None:
+            ctl.kill()
+        worker.stop()
+        server.stop()

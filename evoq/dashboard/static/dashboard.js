@@ -79,6 +79,7 @@
       this.failed = { trial: [], time: [], text: [] };
       this.population = [];
       this.drawn = false;
+      this.drawing = Promise.resolve();
       this.logScale = false;
     }
 
@@ -201,31 +202,40 @@
     draw() {
       if (!window.Plotly) return;
       this.logScale = this.wantsLog();
+      this.drawn = true;
       const config = { displaylogo: false, responsive: true };
-      const drawing = [];
-      for (const key of ["trial", "time"]) {
-        const el = document.getElementById(`chart-${key}`);
-        if (!el) continue;
-        drawing.push(
-          Plotly.newPlot(el, this.traces(key), this.layout(key), config).then(() => {
+      // one chart, then the next in a later frame: the first shows as soon as it is drawn
+      const drawOne = (key) =>
+        new Promise((resolve) => requestAnimationFrame(resolve)).then(() => {
+          const el = document.getElementById(`chart-${key}`);
+          if (!el) return null;
+          return Plotly.newPlot(el, this.traces(key), this.layout(key), config).then(() => {
+            el.removeAllListeners && el.removeAllListeners("plotly_click");
             el.on("plotly_click", (ev) => {
               const p = ev.points && ev.points[0];
               if (p && p.customdata !== undefined && p.customdata !== null) window.location.href = this.trialUrl + p.customdata;
             });
-          }),
-        );
-      }
-      this.drawn = true;
-      Promise.all(drawing).then(() => {
-        document.body.dataset.charts = String(this.done.metric.length + this.failed.trial.length);
-      });
+          });
+        });
+      this.drawing = drawOne("trial")
+        .then(() => drawOne("time"))
+        .then(() => {
+          document.body.dataset.charts = String(this.done.metric.length + this.failed.trial.length);
+          // when the charts were first drawn, in ms since navigation (read by scripts/bench_dashboard.py)
+          if (!document.body.dataset.chartsMs) document.body.dataset.chartsMs = String(Math.round(performance.now()));
+        });
     }
 
     update(fresh, populationChanged) {
       if (!this.drawn || !window.Plotly) return;
+      // updates wait for the first drawing (they only extend what is drawn)
+      this.drawing = this.drawing.then(() => this.apply(fresh, populationChanged));
+    }
+
+    apply(fresh, populationChanged) {
       if (this.wantsLog() !== this.logScale) {
         this.draw();
-        return;
+        return this.drawing;
       }
       const jobs = [];
       for (const key of ["trial", "time"]) {
@@ -250,7 +260,7 @@
           jobs.push(Plotly.restyle(el, { x: [px, bx], y: [py, by], customdata: [pid, null] }, [1, 2]));
         }
       }
-      Promise.all(jobs).then(() => {
+      return Promise.all(jobs).then(() => {
         document.body.dataset.charts = String(this.done.metric.length + this.failed.trial.length);
       });
     }
