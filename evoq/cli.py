@@ -939,7 +939,8 @@ def dashboard(
             server.sock.close()
             raise
         page = f"/x/{where}/{experiment}"
-    click.echo(f"evoq dashboard: {server.url}{page} (read-only; Ctrl-C to stop)")
+    behind = f"; links carry the proxy's prefix {root_path}" if root_path else ""
+    click.echo(f"evoq dashboard: {server.url}{page} (read-only{behind}; Ctrl-C to stop)")
     # follow the experiments being run from the start, so that their pages open at once
     threading.Thread(target=server.dash.follow_live, name="evoq-dashboard-warm", daemon=True).start()
     server.serve()

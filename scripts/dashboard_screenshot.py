@@ -3,7 +3,7 @@
 
 Starts a real ``redis-server`` on a free loopback port, ``--workers`` real ``rq worker``
 processes named like GPU boxes, ``evoq run`` (the controller) on a spec whose trial is
-``evoq.examples.chaos:trial`` (mostly healthy trials taking 0.3-1.5 s, some raising or
+``evoq.examples.chaos:trial`` (mostly healthy trials taking 0.8-3 s, some raising or
 returning NaN, so that failures show), and ``evoq dashboard``, all as a user would; once the
 experiment has ``--results`` results, headless Chromium opens the experiment's page and saves a
 full-page PNG to ``--out`` (default ``evoq/dashboard/screenshot.png``). Everything started is
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from evoq.testing import LocalRedis, WorkerProcess, chromium, free_port, wait_fo
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = """mode = ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "raise", "nan"]
-sleep = { _type = "uniform", _value = [0.3, 1.5] }
+sleep = { _type = "uniform", _value = [0.8, 3.0] }
 x = { _type = "uniform", _value = [0, 1] }
 depth = [2, 4, 8, 16]
 optimizer = ["sgd", "adam", "adamw"]"""
@@ -49,11 +50,9 @@ def main() -> None:
             folder / "resnet-search.toml", "resnet-search", "evoq.examples.chaos:trial", SPACE,
             seed=1, population_size=20, sample_size=5, cycles=300, mutation_prob=0.3,
         )  # fmt: skip
-        env = {"EVOQ_ALLOW": "evoq.examples.chaos:trial"}
+        env = {**os.environ, "EVOQ_ALLOW": "evoq.examples.chaos:trial"}
         workers = [
-            WorkerProcess(
-                server.url, f"gpu-box{1 + i // 2}-{i % 2}", env={**_env(), **env}, cwd=folder, monitoring=5
-            )
+            WorkerProcess(server.url, f"gpu-box{1 + i // 2}-{i % 2}", env=env, cwd=folder, monitoring=5)
             for i in range(args.workers)
         ]
         evoq = [sys.executable, "-m", "evoq.cli"]
@@ -84,7 +83,8 @@ def main() -> None:
             wait_for(lambda: browser.execute_script("return document.body.dataset.charts"), timeout=60)
             time.sleep(1.5)  # one more push: elapsed times, heartbeats
             height = browser.execute_script("return document.documentElement.scrollHeight")
-            browser.set_window_size(args.width, height + 20)
+            chrome = browser.execute_script("return window.outerHeight - window.innerHeight")
+            browser.set_window_size(args.width, height + chrome)  # the viewport holds the whole page
             time.sleep(1.0)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(args.out))
@@ -101,12 +101,6 @@ def main() -> None:
             for w in workers:
                 w.stop()
             server.stop()
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 if __name__ == "__main__":

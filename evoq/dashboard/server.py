@@ -110,7 +110,8 @@ class DashboardServer:
         self.sock = bind(host, port)
         self.port: int = self.sock.getsockname()[1]
         shown = f"[{host.strip('[]')}]" if ":" in host else host
-        self.url = f"http://{shown}:{self.port}{root_path.rstrip('/')}"
+        self.url = f"http://{shown}:{self.port}"
+        """Where this server answers (a reverse proxy adds ``root_path`` in front of its paths)."""
         if is_loopback(host):
             hosts: list[str] | None = [*LOCAL_NAMES, *allow_hosts]
         else:

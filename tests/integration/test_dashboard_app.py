@@ -205,6 +205,24 @@ def test_the_dashboard_never_imports_trial_code(tmp_path, monkeypatch):
     assert had or "tests.import_marker" not in sys.modules
 
 
+def test_behind_a_reverse_proxy_links_carry_its_prefix(tmp_path):
+    log_dir = tmp_path / ".evoq"
+    write(log_dir / "alpha.evoqlog", experiment("alpha"))
+    server = DashboardServer(Dashboard(None, log_dir), port=0, root_path="/evoq/").start()
+    try:
+        code, html = get(server.url + "/")  # the proxy strips its prefix
+        assert code == 200 and 'href="/evoq/x/embedded/alpha"' in html
+        code, html = get(server.url + "/x/embedded/alpha")
+        assert (
+            code == 200
+            and 'href="/evoq/static/dashboard.css' in html
+            and 'src="/evoq/vendor/plotly.min.js' in html
+        )
+        assert boot(html)["stream"] == "/evoq/x/embedded/alpha/stream"
+    finally:
+        server.stop()
+
+
 def test_a_public_address_needs_the_explicit_flag_and_a_busy_port_is_refused(tmp_path):
     with pytest.raises(DashboardError, match="i-know-this-is-public"):
         DashboardServer(Dashboard(None, tmp_path), host="0.0.0.0", port=0)

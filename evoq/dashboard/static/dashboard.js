@@ -203,7 +203,11 @@
       if (!window.Plotly) return;
       this.logScale = this.wantsLog();
       this.drawn = true;
-      const config = { displaylogo: false, responsive: true };
+      const config = {
+        displaylogo: false,
+        responsive: true,
+        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines", "hoverClosestGl2d", "hoverClosestCartesian", "hoverCompareCartesian"],
+      };
       // one chart, then the next in a later frame: the first shows as soon as it is drawn
       const drawOne = (key) =>
         new Promise((resolve) => requestAnimationFrame(resolve)).then(() => {
