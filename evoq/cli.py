@@ -503,6 +503,7 @@ def dashboard_during_run(
     )
     server.start()
     where = "embedded" if client is None else "redis"
+    server.dash.follow_when_it_exists(where, name)
     click.echo(
         f"evoq: dashboard on {server.url}/x/{where}/{name} (read-only; it stops with the run)", err=True
     )
@@ -919,7 +920,7 @@ def dashboard(
     root_path: str,
     queues: tuple[str, ...],
 ) -> None:
-    """Serve a live, read-only web dashboard of the experiments (and open NAME's page first).
+    """Serve a live, read-only web dashboard of the experiments (NAME: print its page's URL).
 
     Shows every experiment of the Redis and of the embedded logs; one experiment's progress,
     results, population, failures, runs in flight, workers, lineage, parameters and audit,

@@ -24,6 +24,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -223,9 +224,11 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
         where, name = request.path_params["where"], request.path_params["name"]
         try:
             w = await asyncio.to_thread(dash.watcher, where, name)
-        except UnknownExperiment as exc:
-            html = pages.render("error.html", pages.context(request, message=str(exc), boot=_json_for_html({"page": "error"})))  # fmt: skip
-            return HTMLResponse(html, status_code=404)
+        except (UnknownExperiment, redis.RedisError) as exc:
+            code = 404 if isinstance(exc, UnknownExperiment) else 503
+            message = str(exc) if code == 404 else f"cannot reach Redis: {exc}"
+            html = pages.render("error.html", pages.context(request, message=message, boot=_json_for_html({"page": "error"})))  # fmt: skip
+            return HTMLResponse(html, status_code=code)
         await asyncio.to_thread(w.ready.wait, READY_WAIT_S)
         return w
 

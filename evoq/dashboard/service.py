@@ -209,6 +209,20 @@ class Dashboard:
                 continue  # deleted meanwhile, or Redis away
         return started
 
+    def follow_when_it_exists(self, where: str, name: str) -> None:
+        """Start following experiment ``name`` as soon as its log exists (a new run creates it
+        a moment after the dashboard starts), from a background thread."""
+
+        def wait_and_follow() -> None:
+            while not self.closing.wait(0.2):
+                try:
+                    self.watcher(where, name)
+                    return
+                except (UnknownExperiment, redis.RedisError):
+                    continue
+
+        threading.Thread(target=wait_and_follow, name="evoq-dashboard-follow", daemon=True).start()
+
     def close(self) -> None:
         """Stop every watcher."""
         self.closing.set()

@@ -295,3 +295,16 @@ def test_the_dashboard_works_with_a_redis_user_that_can_only_read(tmp_path):
             ctl.kill()
         worker.stop()
         server.stop()
+
+
+def test_redis_going_away_is_said_on_the_page(tmp_path):
+    server = RedisServer(tmp_path)
+    dash = DashboardServer(Dashboard(connect(server.url), tmp_path / ".evoq"), port=0).start()
+    try:
+        server.stop()
+        code, html = get(dash.url + "/x/redis/gone")
+        assert code == 503 and "cannot reach Redis" in html
+        code, html = get(dash.url + "/")
+        assert code == 200 and "cannot list the experiments" in html
+    finally:
+        dash.stop()
