@@ -391,9 +391,11 @@ def run(
         options = ControllerOptions(
             queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
         )
+        from .dashboard import dashboard_during_run
+
         local = LocalWorkers(redis_url, n_workers or 0, queue, allow or (spec.trial,))
         try:
-            with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, client=client):
+            with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, client=client, notify=_note):
                 state, interrupted = run_controller(client, spec, options, progress=progress)
         finally:
             local.stop()
@@ -415,6 +417,10 @@ def run(
     if code == 130 and interrupted:
         click.echo("evoq: interrupted — run the same command again to resume", err=True)
     sys.exit(code)
+
+
+def _note(message: str) -> None:
+    click.echo(f"evoq: {message}", err=True)
 
 
 def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
@@ -447,6 +453,7 @@ def _run_embedded(
     spec_dir: Path,
     dashboard_port: int | None = None,
 ) -> tuple[State, bool]:
+    from .dashboard import dashboard_during_run
     from .embedded import embedded_run, user_code_paths
     from .loader import load_trial
     from .sources import embedded_log_path
@@ -478,65 +485,10 @@ def _run_embedded(
             backend="the embedded log",
             preempt_on_stop=True,
         )
-        with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, embedded_client=er.client()):
+        with dashboard_during_run(
+            dashboard_port, spec.name, queue, log_dir, embedded_client=er.client(), notify=_note
+        ):
             return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
-
-
-@contextmanager
-def dashboard_during_run(
-    port: int | None,
-    name: str,
-    queue: str,
-    log_dir: Path,
-    *,
-    client: redis.Redis | None = None,
-    embedded_client: Any = None,
-) -> Iterator[None]:
-    """Serve the dashboard on 127.0.0.1:``port`` (None: not at all) while the block runs: over
-    the Redis of ``client``, or over the embedded logs with the in-process Redis of an embedded
-    run (``embedded_client``) for its heartbeats and worker threads."""
-    if port is None:
-        yield
-        return
-    server = _dashboard_server(
-        client, log_dir, (queue,), embedded_client=embedded_client, name=name, port=port
-    )
-    server.start()
-    where = "embedded" if client is None else "redis"
-    server.dash.follow_when_it_exists(where, name)
-    click.echo(
-        f"evoq: dashboard on {server.url}/x/{where}/{name} (read-only; it stops with the run)", err=True
-    )
-    try:
-        yield
-    finally:
-        server.stop()
-
-
-def _dashboard_server(
-    client: redis.Redis | None,
-    log_dir: Path,
-    queues: tuple[str, ...],
-    *,
-    embedded_client: Any = None,
-    name: str | None = None,
-    host: str = "127.0.0.1",
-    port: int,
-    public: bool = False,
-    allow_hosts: tuple[str, ...] = (),
-    root_path: str = "",
-) -> Any:
-    try:
-        from .dashboard.app import plotly_js
-        from .dashboard.server import DashboardServer
-        from .dashboard.service import Dashboard
-    except ImportError as exc:
-        fail(
-            f"the dashboard needs the 'dashboard' extra: pip install 'evoq[dashboard]' ({exc.name} is missing)"
-        )
-    plotly_js()  # fail now, in one line, if plotly is missing
-    dash = Dashboard(client, log_dir, queues=queues, embedded_client=embedded_client, embedded_name=name)
-    return DashboardServer(dash, host, port, public=public, allow_hosts=allow_hosts, root_path=root_path)
 
 
 # -- worker -------------------------------------------------------------------------------------
@@ -926,8 +878,10 @@ def dashboard(
     results, population, failures, runs in flight, workers, lineage, parameters and audit,
     updated as events arrive; each trial's page. Ctrl-C stops it.
     """
+    from .dashboard import dashboard_server
+
     client = connect(redis_url) if redis_url else None
-    server = _dashboard_server(
+    server = dashboard_server(
         client, log_dir, queues or (DEFAULT_QUEUE,), host=host, port=port, public=public,
         allow_hosts=allow_hosts, root_path=root_path,
     )  # fmt: skip

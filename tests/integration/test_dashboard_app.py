@@ -245,6 +245,10 @@ def test_cli_errors_are_one_line(tmp_path):
         s.listen(1)
         port = s.getsockname()[1]
         one_line_error(evoq("dashboard", "--port", str(port), cwd=tmp_path), f"port {port}", "in use")
+        spec = write_spec(tmp_path / "busy.toml", "busy", "tests.trials:quick", {"x": [0, 1, 2]}, cycles=3)
+        one_line_error(
+            evoq("run", str(spec), "--dashboard", str(port), cwd=tmp_path), f"port {port}", "in use"
+        )
 
 
 DASHBOARD_ACL = "on >dash-pw ~evoq:* ~rq:* resetchannels -@all +@read +ping +hello"
