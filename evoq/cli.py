@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -331,6 +332,17 @@ def main() -> None:
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option(
+    "--dashboard",
+    "dashboard_port",
+    type=click.IntRange(0, 65535),
+    is_flag=False,
+    flag_value=8765,
+    default=None,
+    metavar="[PORT]",
+    help="Serve the live dashboard on 127.0.0.1:PORT while the experiment runs (PORT 8765 if not "
+    "given, 0 for any free one; put the option after SPEC).",
+)
+@click.option(
     "--simulate",
     "simulate_workers",
     type=click.IntRange(min=1),
@@ -369,6 +381,7 @@ def run(
     allow: tuple[str, ...],
     allow_commands: tuple[str, ...],
     no_progress: bool,
+    dashboard_port: int | None,
     simulate_workers: int | None,
     sim_log: Path | None,
     **overrides: Any,
@@ -392,12 +405,15 @@ def run(
     if redis_url:
         # the controller never imports the trial (its box need not have torch): workers do
         client = connect(redis_url)
+        from .dashboard import dashboard_during_run
+
         options = ControllerOptions(
             queue=queue, heartbeat_ttl=heartbeat_ttl, lease_ttl=lease_ttl, wait_for_lease=wait
         )
         local = LocalWorkers(redis_url, n_workers or 0, queue, allow, allow_commands)
         try:
-            state, interrupted = run_controller(client, spec, options, progress=progress)
+            with dashboard_during_run(dashboard_port, spec.name, queue, log_dir, client=client, notify=_note):
+                state, interrupted = run_controller(client, spec, options, progress=progress)
         finally:
             local.stop()
     else:
@@ -412,6 +428,7 @@ def run(
             progress,
             wait=wait,
             spec_dir=spec_path.parent,
+            dashboard_port=dashboard_port,
         )
     print_state(state, as_json)
     code = exit_code(state)
@@ -437,6 +454,10 @@ def _local_allowlist(
     except TrialLoadError as exc:
         fail(str(exc))
     return allow, allow_commands
+
+
+def _note(message: str) -> None:
+    click.echo(f"evoq: {message}", err=True)
 
 
 def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
@@ -468,7 +489,9 @@ def _run_embedded(
     *,
     wait: bool,
     spec_dir: Path,
+    dashboard_port: int | None = None,
 ) -> tuple[State, bool]:
+    from .dashboard import dashboard_during_run
     from .embedded import embedded_run, user_code_paths
     from .loader import load_trial
     from .sources import embedded_log_path
@@ -508,7 +531,10 @@ def _run_embedded(
             backend="the embedded log",
             preempt_on_stop=True,
         )
-        return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
+        with dashboard_during_run(
+            dashboard_port, spec.name, queue, log_dir, embedded_client=er.client(), notify=_note
+        ):
+            return run_controller(er.client(), spec, options, progress=progress, on_entries=er.mirror)
 
 
 # -- worker -------------------------------------------------------------------------------------
@@ -867,6 +893,72 @@ def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None
     from .lineage import render
 
     click.echo(render(build(load(source, redis_url, log_dir).events), fmt), nl=False)
+
+
+@main.command()
+@click.argument("experiment", required=False, metavar="[NAME]")
+@redis_url_option("Redis whose experiments to show (the embedded logs are shown too)")
+@log_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (not loopback: needs --i-know-this-is-public).")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="TCP port (0: any free one).")  # fmt: skip
+@click.option(
+    "--i-know-this-is-public",
+    "public",
+    is_flag=True,
+    help="Allow a --host other than loopback: the dashboard has no login of its own; put it behind "
+    "an authenticating reverse proxy or an SSH tunnel (README: Dashboard).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    help="Host header to accept besides the local names, e.g. a reverse proxy's public name (repeatable).",
+)
+@click.option("--root-path", default="", help="Path prefix a reverse proxy serves the dashboard under (e.g. /evoq).")  # fmt: skip
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help=f"RQ queue whose workers to show (repeatable; default {DEFAULT_QUEUE}; the queues of running jobs are added).",
+)
+def dashboard(
+    experiment: str | None,
+    redis_url: str | None,
+    log_dir: Path,
+    host: str,
+    port: int,
+    public: bool,
+    allow_hosts: tuple[str, ...],
+    root_path: str,
+    queues: tuple[str, ...],
+) -> None:
+    """Serve a live, read-only web dashboard of the experiments (NAME: print its page's URL).
+
+    Shows every experiment of the Redis and of the embedded logs; one experiment's progress,
+    results, population, failures, runs in flight, workers, lineage, parameters and audit,
+    updated as events arrive; each trial's page. Ctrl-C stops it.
+    """
+    from .dashboard import dashboard_server
+
+    client = connect(redis_url) if redis_url else None
+    server = dashboard_server(
+        client, log_dir, queues or (DEFAULT_QUEUE,), host=host, port=port, public=public,
+        allow_hosts=allow_hosts, root_path=root_path,
+    )  # fmt: skip
+    page = "/"
+    if experiment is not None:
+        where = "redis" if client is not None else "embedded"
+        try:
+            server.dash.watcher(where, experiment)
+        except EvoqError:
+            server.sock.close()
+            raise
+        page = f"/x/{where}/{experiment}"
+    behind = f"; links carry the proxy's prefix {root_path}" if root_path else ""
+    click.echo(f"evoq dashboard: {server.url}{page} (read-only{behind}; Ctrl-C to stop)")
+    # follow the experiments being run from the start, so that their pages open at once
+    threading.Thread(target=server.dash.follow_live, name="evoq-dashboard-warm", daemon=True).start()
+    server.serve()
 
 
 @main.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .events import Event
@@ -26,22 +26,31 @@ def lineage(events: Sequence[Event]) -> dict[str, Any]:
     rows = trial_rows(events)
     b = StateBuilder()
     b.add_all(events)
-    trials = [_row(r, rows) for r in sorted(rows.values(), key=lambda r: r.trial)]
-    ancestry: list[int] = []
+    trials = [entry(r, rows) for r in sorted(rows.values(), key=lambda r: r.trial)]
     top = b.incumbent.trial if b.incumbent is not None else None
-    t = top
-    while t is not None and t not in ancestry:
-        ancestry.append(t)
-        t = rows[t].parent if t in rows else None
     return {
         "trials": trials,
         "incumbent": top,
         "best": b.best.trial if b.best else None,
-        "ancestry": ancestry,
+        "ancestry": ancestry(rows, top),
     }
 
 
-def _row(r: TrialRow, rows: dict[int, TrialRow]) -> dict[str, Any]:
+def ancestry(rows: Mapping[int, TrialRow], trial: int | None) -> list[int]:
+    """``[trial, parent, grandparent, ...]`` back to an ``init`` trial (empty for None)."""
+    line: list[int] = []
+    seen: set[int] = set()
+    t = trial
+    while t is not None and t not in seen:
+        line.append(t)
+        seen.add(t)
+        t = rows[t].parent if t in rows else None
+    return line
+
+
+def entry(r: TrialRow, rows: Mapping[int, TrialRow]) -> dict[str, Any]:
+    """One trial of the lineage: ``trial, parent, phase, status, metric, attempt, mutated,
+    config`` (``mutated``: ``{name: [parent value, child value]}``)."""
     parent = rows.get(r.parent) if r.parent is not None else None
     mutated = {}
     if parent is not None:

@@ -7,6 +7,7 @@ live lease in Redis, a held lock for an embedded run).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,32 @@ from .embedded import is_locked, lock_path
 from .events import TrialSubmitted
 from .keys import EXPERIMENTS, Keys, check_name
 from .redislog import stream_id
+from .reducer import State
 from .report import summary
 from .sources import Source, SourceError, embedded_log_path, file_source, redis_source
 
+KnownState = Callable[[str, str], State | None]
+"""``(where, name) -> State | None``: the state of an experiment already folded elsewhere."""
 
-def _row(src: Source, where: str, last_at: float | None) -> dict[str, Any]:
+
+def _row(src: Source, where: str, last_at: float | None, known: KnownState | None = None) -> dict[str, Any]:
+    state = known(where, src.name or "") if known is not None else None
+    if state is not None:
+        return experiment_row(src.name, where, state, last_at)
     try:
         state = src.load().state
     except SourceError as exc:
         return {"name": src.name, "where": where, "status": "unreadable", "results": 0, "cycles": None,
                 "best": None, "failed": 0, "running": 0, "rejected": 0, "last_at": last_at, "error": str(exc)}  # fmt: skip
+    return experiment_row(src.name, where, state, last_at)
+
+
+def experiment_row(name: str | None, where: str, state: State, last_at: float | None) -> dict[str, Any]:
+    """The :func:`list_experiments` row of an experiment in ``state``."""
     data = summary(state)
     best = data["best"]["metric"] if data["best"] else None
     return {
-        "name": src.name,
+        "name": name,
         "where": where,
         "status": data["status"],
         "results": data["results"],
@@ -45,9 +58,14 @@ def _row(src: Source, where: str, last_at: float | None) -> dict[str, Any]:
     }
 
 
-def list_experiments(client: redis.Redis | None, log_dir: Path) -> list[dict[str, Any]]:
+def list_experiments(
+    client: redis.Redis | None, log_dir: Path, *, known: KnownState | None = None
+) -> list[dict[str, Any]]:
     """One row per experiment: ``name, where (redis|embedded), status, results, cycles, best,
-    failed, running, rejected, last_at`` (Unix time of the last record, or None)."""
+    failed, running, rejected, last_at`` (Unix time of the last record, or None).
+
+    ``known(where, name)`` may give the state of an experiment the caller already folds (the
+    dashboard follows some): its log is then not read again."""
     rows = []
     if client is not None:
         names = sorted(n.decode(errors="replace") for n in client.smembers(EXPERIMENTS))  # type: ignore[union-attr]
@@ -58,13 +76,13 @@ def list_experiments(client: redis.Redis | None, log_dir: Path) -> list[dict[str
                 continue  # registered, then deleted by hand
             last: Any = client.xrevrange(Keys(name).stream, count=1)
             last_at = int(stream_id(last[0][0]).split("-")[0]) / 1000 if last else None
-            rows.append(_row(src, "redis", last_at))
+            rows.append(_row(src, "redis", last_at, known))
     folder = Path(log_dir)
     if folder.is_dir():
         for path in sorted(folder.glob("*.evoqlog")):
             src = file_source(path)
             src.name = path.stem
-            rows.append(_row(src, "embedded", path.stat().st_mtime))
+            rows.append(_row(src, "embedded", path.stat().st_mtime, known))
     return rows
 
 

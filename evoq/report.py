@@ -215,22 +215,50 @@ TRIAL_COLUMNS = ("trial", "attempt", "phase", "parent", "status", "metric", "dur
 def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
     """Every trial with its config, parent and outcome, by folding ``events`` through the reducer
     (so that duplicates and late events are judged exactly as the state judges them)."""
-    b = StateBuilder()
-    rows: dict[int, TrialRow] = {}
+    table = TrialTable()
     for e in events:
+        table.add(e)
+    return table.rows
+
+
+class TrialTable:
+    """The trial rows of a log, folded one event at a time (what :func:`trial_rows` returns,
+    kept up to date by a reader that follows a live log, e.g. the dashboard).
+
+    Attributes:
+        builder: the reducer's fold of the same events (the experiment's state).
+        rows: each trial's row, for its last attempt.
+        earlier: the rows of the attempts a later attempt replaced (lost, preempted, refused
+            runs), oldest first, for the trials that had any.
+    """
+
+    def __init__(self) -> None:
+        self.builder = StateBuilder()
+        self.rows: dict[int, TrialRow] = {}
+        self.earlier: dict[int, list[TrialRow]] = {}
+
+    def add(self, e: Event) -> TrialRow | None:
+        """Fold one event in; return the row it changed, or None when it changed none.
+
+        Raises:
+            InvalidLogError: as :meth:`StateBuilder.add` (e.g. no ``experiment_created`` first).
+        """
+        b, rows = self.builder, self.rows
         if isinstance(e, TrialProgressed):
             run = b.running.get(e.trial)
             b.add(e)
             if run is not None and run.attempt == e.attempt and e.trial in rows:
                 rows[e.trial].curve.append((e.step, e.value))
-            continue
+                return rows[e.trial]
+            return None
         if isinstance(e, TrialStarted):
             run = b.running.get(e.trial)
             b.add(e)
             if run is not None and run.attempt == e.attempt and run.started_at is None and e.trial in rows:
                 row = rows[e.trial]
                 row.status, row.started_at, row.worker = "running", e.at, e.worker
-            continue
+                return row
+            return None
         if isinstance(e, ExperimentFinished) and b.finished is None:
             for t in b.running:
                 if t in rows:
@@ -239,26 +267,29 @@ def trial_rows(events: Iterable[Event]) -> dict[int, TrialRow]:
                 if t in rows:
                     rows[t].status = "cancelled"
         if not b.add_judged(e):
-            continue
+            return None
         if isinstance(e, TrialSubmitted):
-            rows[e.trial] = TrialRow(
+            if e.trial in rows:
+                self.earlier.setdefault(e.trial, []).append(rows[e.trial])
+            row = rows[e.trial] = TrialRow(
                 e.trial, e.attempt, e.config, e.parent, e.phase, status="queued", submitted_at=e.at
             )
-        elif isinstance(e, TrialCompleted | TrialFailed):
-            row = rows[e.trial]
-            row.ended_at, row.worker = e.at, e.worker or row.worker
-            if isinstance(e, TrialCompleted):
-                row.duration = e.duration
-            elif row.started_at is not None:
-                row.duration = max(0.0, e.at - row.started_at)
-            if isinstance(e, TrialCompleted) and math.isfinite(e.metric):
-                row.status, row.metric = "completed", e.metric
-            elif isinstance(e, TrialFailed):
-                row.status, row.message = ("retry" if e.trial in b.retry else f"failed:{e.kind}"), e.message
-            else:
-                row.status = "failed:invalid_metric"
-                row.message = f"returned a non-finite metric ({e.metric})"
-    return rows
+            return row
+        assert isinstance(e, TrialCompleted | TrialFailed)
+        row = rows[e.trial]
+        row.ended_at, row.worker = e.at, e.worker or row.worker
+        if isinstance(e, TrialCompleted):
+            row.duration = e.duration
+        elif row.started_at is not None:
+            row.duration = max(0.0, e.at - row.started_at)
+        if isinstance(e, TrialCompleted) and math.isfinite(e.metric):
+            row.status, row.metric = "completed", e.metric
+        elif isinstance(e, TrialFailed):
+            row.status, row.message = ("retry" if e.trial in b.retry else f"failed:{e.kind}"), e.message
+        else:
+            row.status = "failed:invalid_metric"
+            row.message = f"returned a non-finite metric ({e.metric})"
+        return row
 
 
 def evaluations(rows: Mapping[int, TrialRow]) -> dict[int, list[float]]:

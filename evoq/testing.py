@@ -254,3 +254,42 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+CHROMIUM_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--enable-unsafe-swiftshader",
+)  # fmt: skip
+"""Flags for headless Chromium here: root in a container, no GPU (WebGL in software, which
+Plotly's large scatter plots need), no network (nothing may phone home)."""
+
+
+def chromium_paths() -> tuple[str, str] | None:
+    """``(chromium, chromedriver)`` from PATH (Debian's ``chromium`` and ``chromium-driver``)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def chromium(width: int = 1400, height: int = 1000) -> Any:
+    """A headless Chromium driven by Selenium, with the browser and driver given explicitly (so
+    that Selenium never tries to download a driver). Quit it with ``.quit()``.
+
+    Raises:
+        FileNotFoundError: Chromium or ChromeDriver is not installed.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    paths = chromium_paths()
+    if paths is None:
+        raise FileNotFoundError(
+            "chromium or chromedriver not found (Debian: apt-get install chromium chromium-driver)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for arg in (*CHROMIUM_ARGS, f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(paths[1]), options=options)

@@ -42,17 +42,18 @@ from evoq.strategy import Strategy
 SPACE = {f"x{i}": list(range(10)) for i in range(8)}
 
 
-def build_log(path: Path, n_events: int, *, seed: int = 0, in_flight: int = 8) -> int:
-    """Write a log of about ``n_events`` events made by evoq's proposals; return the count."""
+def build_log(path: Path, n_events: int, *, seed: int = 0, in_flight: int = 8, t0: float = 0.0) -> int:
+    """Write a log of about ``n_events`` events made by evoq's proposals, one trial ending per
+    second from Unix time ``t0``; return the count."""
     strategy = Strategy(cycles=10**9, max_failures=10**9)
     rng = random.Random(seed)
     log = FileLog(path)
-    created = ExperimentCreated("bench", SPACE, strategy.to_dict(), seed, "bench:trial", "bench", 0.0)
+    created = ExperimentCreated("bench", SPACE, strategy.to_dict(), seed, "bench:trial", "bench", t0)
     b = StateBuilder()
     b.add(created)
     batch: list[Event] = [created]
     written = 0
-    t = 0.0
+    t = t0
     while written + len(batch) < n_events:
         while len(b.running) < in_flight:
             p = propose(b)

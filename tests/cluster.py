@@ -20,7 +20,15 @@ from evoq.codec import decode
 from evoq.events import Event
 from evoq.keys import Keys
 from evoq.redislog import RedisLog
-from evoq.testing import LocalRedis, WorkerProcess, redis_server_binary, wait_for, write_spec
+from evoq.testing import (
+    LocalRedis,
+    WorkerProcess,
+    chromium,
+    chromium_paths,
+    redis_server_binary,
+    wait_for,
+    write_spec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +36,7 @@ __all__ = [
     "ROOT",
     "RedisServer",
     "Worker",
+    "browser",
     "controller",
     "evoq",
     "one_line_error",
@@ -54,6 +63,16 @@ class RedisServer(LocalRedis):
 
     def __init__(self, directory: Path, password: str | None = None, **kwargs: Any) -> None:
         super().__init__(directory, password=password, binary=redis_binary(), **kwargs)
+
+
+def browser(width: int = 1400, height: int = 1000) -> Any:
+    """A headless Chromium (Selenium): fails the test in CI (skips elsewhere) when absent."""
+    if chromium_paths() is None:
+        message = "chromium and chromedriver not found (scripts/test installs Debian's chromium and chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium(width, height)
 
 
 def worker_env(**extra: str) -> dict[str, str]:

@@ -60,3 +60,11 @@ def fail_or_hang(config: dict[str, Any]) -> float:
         time.sleep(60)
         return 0.0
     raise RuntimeError("bad config")
+
+
+def sometimes(config: dict[str, Any]) -> float:
+    """Like :func:`quick`, but raises a recognisable error when ``x < 2``."""
+    time.sleep(float(os.environ.get("EVOQ_TEST_SLEEP", "0.05")))
+    if config["x"] < 2:
+        raise RuntimeError(f"CUDA out of memory (simulated) on config y={config['y']}")
+    return float(config["x"]) * 10 + float(config["y"])

@@ -48,7 +48,7 @@ def make_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory
     elif request.param == "file":
         yield file_factory(tmp_path)
     elif request.param == "fakeredis":
-        yield redis_factory(fakeredis.FakeRedis())
+        yield redis_factory(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
     else:
         yield redis_factory(request.getfixturevalue("real_redis").client())
 
@@ -79,17 +79,24 @@ def test_concurrent_appends_lose_nothing(make_log: Factory) -> None:
     log = make_log()
     n_threads, per = 4, 200
 
+    errors: list[BaseException] = []
+
     def writer(k: int) -> None:
-        for i in range(per):
-            log.append([f"{k}:{i}".encode(), f"{k}:{i}b".encode()])
+        try:
+            for i in range(per):
+                log.append([f"{k}:{i}".encode(), f"{k}:{i}b".encode()])
+        except BaseException as exc:  # surfaced below: a thread's exception would vanish
+            errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     records = [r.decode() for _, r in log.read()]
-    assert len(records) == n_threads * per * 2
+    per_thread = {k: sum(1 for r in records if r.startswith(f"{k}:")) for k in range(n_threads)}
+    assert len(records) == n_threads * per * 2, per_thread
     for k in range(n_threads):
         mine = [r for r in records if r.startswith(f"{k}:")]
         # each batch stays contiguous and in order
