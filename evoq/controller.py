@@ -625,7 +625,7 @@ class Controller:
             if outcome == "canceled":
                 cancelled.append(job_id)
         if cancelled and recheck > 0:
-            time.sleep(recheck)
+            self.stop_event.wait(recheck)  # a stop request cuts the wait short
             for job_id in cancelled:
                 self._stop_job(job_id, cancel=False)
         if reached:

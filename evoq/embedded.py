@@ -141,6 +141,10 @@ class EmbeddedRun:
         return self.env.client()
 
 
+LOCK_POLL_S = 0.5
+"""How often ``evoq run --wait`` looks whether the experiment's lock was released."""
+
+
 class EmbeddedBusyError(EvoqError):
     """Another process runs this embedded experiment (it holds the experiment's lock)."""
 
@@ -184,7 +188,7 @@ def experiment_lock(path: Path, name: str, *, wait: bool, notify: Callable[[str]
                 if not announced:
                     notify(f"waiting for evoq process {holder} to finish experiment {name!r}")
                     announced = True
-                time.sleep(0.5)
+                time.sleep(LOCK_POLL_S)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
