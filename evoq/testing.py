@@ -240,7 +240,7 @@ def write_spec(
     return path
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02) -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something true; return that.
 
     Raises:

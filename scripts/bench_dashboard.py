@@ -30,6 +30,7 @@ them) and the dev extra (Selenium).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
@@ -95,6 +96,14 @@ class Writer:
             b.add(sub)
             events.append(sub)
         self.append([encode(e) for e in events])
+
+
+def seen_both(browser: Any, events: int, charts: int) -> list[list[float]] | None:
+    """The page's observations once it has shown ``events`` events and drawn ``charts`` times."""
+    seen: list[list[float]] = browser.execute_script("return window.__seen") or []
+    if any(x[0] >= events for x in seen) and any(x[1] >= charts for x in seen):
+        return seen
+    return None
 
 
 def median_max(values: list[float]) -> str:
@@ -191,15 +200,7 @@ def bench_backend(kind: str, log: Path, folder: Path, args: argparse.Namespace) 
             t0 = time.time() * 1000
             writer.step()
             for br, n, c in zip(browsers, n0, c0, strict=True):
-                seen = wait_for(
-                    lambda br=br, n=n, c=c, k=k: (
-                        lambda s: (
-                            s if any(x[0] >= n + k for x in s) and any(x[1] >= c + k for x in s) else None
-                        )
-                    )(br.execute_script("return window.__seen")),
-                    timeout=30,
-                    interval=0.02,
-                )
+                seen = wait_for(functools.partial(seen_both, br, n + k, c + k), timeout=30, interval=0.02)
                 visible.append(min(x[2] for x in seen if x[0] >= n + k) - t0)
                 chart_updated.append(min(x[2] for x in seen if x[1] >= c + k) - t0)
         out["event_visible_ms"], out["chart_updated_ms"] = visible, chart_updated

@@ -65,14 +65,15 @@ def build_log(path: Path, n_events: int, *, seed: int = 0, in_flight: int = 8, t
         trial = min(b.running)
         r = b.running[trial]
         t += 1.0
-        for e in (
+        step: tuple[Event, Event] = (
             TrialStarted(trial, r.attempt, "w1", t),
             TrialFailed(trial, r.attempt, "error", "ValueError: boom", "w1", t + 1)
             if rng.random() < 0.2
             else TrialCompleted(trial, r.attempt, sum(r.config.values()) + rng.random(), 1.0, "w1", t + 1),
-        ):
-            b.add(e)
-            batch.append(e)
+        )
+        for ev in step:
+            b.add(ev)
+            batch.append(ev)
         if len(batch) >= 10_000:
             log.append([encode(e) for e in batch])
             written += len(batch)

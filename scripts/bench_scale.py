@@ -85,7 +85,7 @@ class SimWorker:
                 job_id = await r.blmove(f"rq:queue:{QUEUE}", f"rq:intermediate:{QUEUE}", 1, "LEFT", "RIGHT")
                 if job_id is None:
                     continue
-                await self.perform(r, job_id.decode(), stop)
+                await self.perform(r, job_id.decode() if isinstance(job_id, bytes) else str(job_id), stop)
         except (redis.ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -289,7 +289,8 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
         stats = [json.loads(o.read_text()) for o in outs]
         react: list[float] = []
         for name in names:
-            events = [decode(f[STREAM_FIELD]) for _, f in client.xrange(Keys(name).stream)]
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(Keys(name).stream)  # type: ignore[assignment]
+            events = [decode(f[STREAM_FIELD]) for _, f in entries]
             steady = [e for e in events if e.at >= time.time() - total + warmup - 5]
             react += reactions(steady)
         share = math.ceil(n_workers / n_exp) + prefetch

@@ -487,7 +487,7 @@ def sign_test(wins: int, losses: int) -> float:
     """Exact two-sided sign test p-value for ``wins`` vs ``losses`` (ties dropped)."""
     n = wins + losses
     k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / float(2**n)
     return min(1.0, 2 * tail)
 
 
@@ -759,12 +759,13 @@ def main(argv: list[str] | None = None) -> int:
         load_table(task)
         table_mean_time(task)
 
-    per_method = dict(kv.split("=", 1) for kv in args.method_seeds)
+    per_method: dict[str, str] = dict(kv.split("=", 1) for kv in args.method_seeds)
 
     def n_seeds(m: str) -> int:
         if m in per_method:
-            return int(per_method[m]) if not args.quick else min(int(per_method[m]), peer_seeds)
-        return seeds if (m.startswith("evoq") or m == "random") else peer_seeds
+            wanted = int(per_method[m])
+            return wanted if not args.quick else min(wanted, int(peer_seeds))
+        return int(seeds) if (m.startswith("evoq") or m == "random") else int(peer_seeds)
 
     jobs = [(task, m, s, n) for task in tasks for m in usable for s in range(n_seeds(m))]
     # slow peers first so the pool stays busy to the end

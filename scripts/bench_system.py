@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -68,7 +69,7 @@ from rq import Queue
 
 from evoq.codec import decode
 from evoq.controller import Controller, ControllerOptions
-from evoq.events import TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
+from evoq.events import ExperimentCreated, TrialCompleted, TrialFailed, TrialStarted, TrialSubmitted
 from evoq.filelog import FileLog
 from evoq.keys import STREAM_FIELD, Keys
 from evoq.log import read_records, replay_log
@@ -155,7 +156,7 @@ class WorkerPool:
             )
         client = server.client()
         deadline = time.monotonic() + 60
-        while int(client.scard(f"rq:workers:{queue}")) < n:  # type: ignore[arg-type]
+        while int(client.scard(f"rq:workers:{queue}")) < n:
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 self.stop()
                 raise RuntimeError(f"{n} rq workers on {queue!r} did not start")
@@ -192,7 +193,7 @@ def workers(
 # -- throughput ---------------------------------------------------------------------------------
 def finished_count(client: redis.Redis, queue: str) -> int:
     """Jobs in RQ's finished registry of ``queue``."""
-    return int(client.zcard(f"rq:finished:{queue}"))  # type: ignore[arg-type]
+    return int(client.zcard(f"rq:finished:{queue}"))
 
 
 def wait_completions(
@@ -508,15 +509,17 @@ def bench_replay(
         name = f"replay{size}"
         load_stream(client, path, name)
         created = next(iter(FileLog(path).read()))[1]
-        created_event = dataclasses.replace(decode(created), name=name)  # type: ignore[type-var]
+        first = decode(created)
+        assert isinstance(first, ExperimentCreated)
+        created_event = dataclasses.replace(first, name=name)
         log(f"replay: built and loaded {count} events in {time.perf_counter() - t0:.1f}s")
         modes: dict[str, Callable[[], int]] = {
-            "redis_raw": lambda n=name: raw_redis(client, n),
-            "redis_replay": lambda n=name: replay_redis(client, n),
-            "redis_controller_replay": lambda n=name, c=created_event: replay_controller(client, n, c),
-            "file_raw": lambda p=path: raw_file(p),
-            "file_read_unpack": lambda p=path: filelog_unpack(p),
-            "file_replay": lambda p=path: replay_file(p),
+            "redis_raw": functools.partial(raw_redis, client, name),
+            "redis_replay": functools.partial(replay_redis, client, name),
+            "redis_controller_replay": functools.partial(replay_controller, client, name, created_event),
+            "file_raw": functools.partial(raw_file, path),
+            "file_read_unpack": functools.partial(filelog_unpack, path),
+            "file_replay": functools.partial(replay_file, path),
         }
         times: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(repeat):
