@@ -251,6 +251,7 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
         names = [f"scale{i}" for i in range(n_exp)]
         outs = [tmp / f"{n}-{n_workers}-{n_exp}.json" for n in names]
         total = warmup + seconds
+        started = time.time()  # the steady window starts at started + warmup
         ctls = [
             subprocess.Popen(
                 [
@@ -291,7 +292,7 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
         for name in names:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(Keys(name).stream)  # type: ignore[assignment]
             events = [decode(f[STREAM_FIELD]) for _, f in entries]
-            steady = [e for e in events if e.at >= time.time() - total + warmup - 5]
+            steady = [e for e in events if started + warmup <= e.at <= started + total]
             react += reactions(steady)
         share = math.ceil(n_workers / n_exp) + prefetch
         peaks = [max((s["in_flight"] for s in st["samples"][int(warmup) :]), default=0) for st in stats]
