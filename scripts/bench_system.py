@@ -17,7 +17,8 @@ Measured, in one run:
    counted by polling RQ's finished registry (the same probe for both); the rate is taken over
    the window after a warm-up (for ``steady``: after the initial population and a few more).
 2. **Reaction time.** From each evolve-phase completion event (``TrialCompleted.at``, set by the
-   worker) to the ``TrialSubmitted.at`` (set by the controller) of the next submission, matched
+   worker) to the ``TrialSubmitted.at`` (set by the controller) of the next submission (a child or
+   a re-evaluation: both are decisions that a result freed), matched
    first-in first-out. Baseline: the same controller, but sleeping 2 s between polls of the log
    instead of ``XREAD BLOCK`` (NNI's strategy loop).
 3. **Controller CPU.** ``time.thread_time()`` of the controller thread over its whole run,
@@ -370,7 +371,8 @@ def run_evoq(
 
 
 def reaction_stats(events: Sequence[Any], population: int) -> dict[str, Any]:
-    """Completion -> next submission latencies (FIFO) in the evolve phase, and worker idle gaps."""
+    """Completion -> next submission latencies (FIFO) in the evolve phase (children and
+    re-evaluations alike: both are decisions a result freed), and worker idle gaps."""
     pending: deque[float] = deque()
     reactions: list[float] = []
     last_end: dict[str, float] = {}
@@ -380,7 +382,7 @@ def reaction_stats(events: Sequence[Any], population: int) -> dict[str, Any]:
             if e.trial >= population:
                 pending.append(e.at)
                 last_end[e.worker] = e.at
-        elif isinstance(e, TrialSubmitted) and e.phase == "evolve" and pending:
+        elif isinstance(e, TrialSubmitted) and e.phase != "init" and pending:  # a child or a re-evaluation
             reactions.append(e.at - pending.popleft())
         elif isinstance(e, TrialStarted) and e.worker in last_end:
             gaps.append(e.at - last_end.pop(e.worker))
