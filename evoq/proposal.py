@@ -68,17 +68,20 @@ def in_flight(state: StateView) -> int:
 def may_submit(state: StateView, capacity: int, *, shared: bool = False) -> bool:
     """The capacity rule of the controller (and the simulator).
 
-    While the initial population is being filled everything may be queued at once, as NNI does;
-    after that at most ``capacity`` (live workers + prefetch) runs may be in flight, so that
-    children are bred from a fresh population. On a queue ``shared`` with other experiments the
-    limit holds from the start (``capacity`` is then this experiment's share): an initial flood
-    would make the others wait behind it in the queue.
+    While the initial population is being filled its random trials may be queued at once, as NNI
+    does; anything else (a re-evaluation that falls due meanwhile, every child after that) waits
+    until fewer than ``capacity`` (live workers + prefetch) runs are in flight, so that children
+    are bred from a fresh population and re-evaluations do not pile up behind the initial flood.
+    On a queue ``shared`` with other experiments the limit holds from the start (``capacity`` is
+    then this experiment's share): an initial flood would make the others wait behind it.
     """
     st = state.strategy
     if st is None:
         return False
-    filling = len(state.population) < st.population_size and not shared
-    return filling or len(state.running) < capacity
+    if len(state.running) < capacity:
+        return True
+    # the initial population's trials (and new attempts of them) flood; propose() gives them first
+    return not shared and len(state.population) + len(state.running) < st.population_size
 
 
 def propose(state: StateView) -> Proposal | None:
@@ -92,14 +95,14 @@ def propose(state: StateView) -> Proposal | None:
     busy = in_flight(state)
     if state.results + busy >= st.cycles:
         return None
-    race = due_reeval(state)
-    if race is not None:
-        return Proposal(state.next_trial, 0, dict(race.config), race.trial, "reeval")
     population = state.population
     trial = state.next_trial
     rng = trial_rng(exp.seed, trial)
-    if len(population) + busy < st.population_size:
+    if len(population) + busy < st.population_size:  # the initial population comes first
         return _search(state, st, space, trial, "init", lambda: (space.sample(rng), None))
+    race = due_reeval(state)
+    if race is not None:
+        return Proposal(trial, 0, dict(race.config), race.trial, "reeval")
     if len(population) < st.population_size:
         return None
     members = list(population)

@@ -232,7 +232,7 @@ def test_reevaluations_never_enter_the_population_and_races_stay_consistent(even
 
 
 def test_reeval_updates_the_mean_in_place_and_failures_follow_on_failure():
-    from evoq.proposal import propose
+    from evoq.proposal import due_reeval, propose
 
     for on_failure in ("ignore", "worst"):
         st_ = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3, on_failure=on_failure)
@@ -254,6 +254,11 @@ def test_reeval_updates_the_mean_in_place_and_failures_follow_on_failure():
         if on_failure == "worst":  # the worst metric joins the mean: the challenger's race is due
             assert b.results == 4 and b.population[0].metric == float("-inf")
             assert b.incumbent.metric == float("-inf") and b.incumbent.evaluations == 3
+            race = due_reeval(b)
+            assert race is not None and race.trial == 1
+            p = propose(b)  # the initial population's last trial comes first
+            assert p is not None and p.phase == "init"
+            submit(b, p.trial, v=3)
             p = propose(b)
             assert p is not None and (p.phase, p.parent) == ("reeval", 1)
         else:  # nothing joins: the incumbent's race ended with 2 evaluations; trial 1 does not beat 2.0
