@@ -13,9 +13,15 @@ process (so that its CPU and memory are its own), for a measured window after wa
 Reported per scenario (one row each):
 
 * controller CPU per decision (ms) and per second (% of a core), summed over the controllers;
-* Redis CPU (``INFO cpu``) in % of a core, and ``used_memory`` at warm-up end and at the end;
+* Redis CPU (``INFO cpu``) in % of a core, and ``used_memory`` at warm-up end and at the end,
+  without the streams (``MEMORY USAGE``) and the client buffers (``mem_clients_normal``), which
+  are shown apart; the simulated workers clean rq's finished registry every 10 s as an rq
+  worker's maintenance does (every 600 s in rq);
 * reaction time p50/p99: from a completion (its ``at``) to the next submission of that
-  experiment (matched first in, first out), evolve phase only;
+  experiment (matched first in, first out), once the first child is submitted;
+* population fill wait: seconds from the last initial trial's submission to the first child's,
+  the longest over the experiments (as in NNI, children wait for all ``P`` initial results; the
+  workers an experiment owns may idle up to one trial meanwhile, unless re-evaluations use them);
 * commit conflicts (WATCH aborts and stale tails) per submission;
 * submissions per second;
 * capacity: the largest number of runs an experiment had in flight, against its fair share of
@@ -59,6 +65,9 @@ from evoq.keys import STREAM_FIELD, Keys
 from evoq.testing import LocalRedis
 
 QUEUE = "evoq"
+MAINTENANCE_S = 10.0
+"""How often the simulated workers clean rq's finished registry (rq: every 600 s; shorter here so
+that memory reaches its plateau inside the window; the plateau scales with the interval)."""
 SPACE = {f"p{i}": list(range(10)) for i in range(6)}
 
 
@@ -93,7 +102,7 @@ class SimWorker:
 
     async def perform(self, r: Any, job_id: str, stop: asyncio.Event) -> None:
         job_key = f"rq:job:{job_id}"
-        data = await r.hget(job_key, "data")
+        data, result_ttl = await r.hmget(job_key, ["data", "result_ttl"])
         if data is None:
             await r.lrem(f"rq:intermediate:{QUEUE}", 1, job_id)
             return
@@ -127,11 +136,26 @@ class SimWorker:
         pipe.delete(keys.heartbeat(trial, attempt))
         pipe.hset(job_key, mapping={"status": "finished", "ended_at": str(time.time())})
         pipe.zrem(f"rq:wip:{QUEUE}", job_id)
-        pipe.zadd(f"rq:finished:{QUEUE}", {job_id: time.time() + 600})
-        pipe.expire(job_key, 600)
+        keep = int(result_ttl) if result_ttl is not None else 500  # as rq: the job's TTL, else 500 s
+        pipe.zadd(f"rq:finished:{QUEUE}", {job_id: time.time() + keep})
+        pipe.expire(job_key, keep)
         pipe.hset(self.key, mapping={"state": "idle", "current_job": ""})
         await pipe.execute()
         self.done += 1
+
+
+async def maintenance(url: str, stop: asyncio.Event, every: float = MAINTENANCE_S) -> None:
+    """What an rq worker's maintenance does for the registries the simulated workers fill: drop
+    the finished registry's entries whose result expired (rq runs it every 10 minutes)."""
+    r = aredis.Redis.from_url(url, single_connection_client=True, client_name="sim-maintenance")
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                await r.zremrangebyscore(f"rq:finished:{QUEUE}", 0, time.time())
+    finally:
+        await r.aclose()
 
 
 def run_workers(url: str, n: int, trial_s: tuple[float, float], seconds: float, seed: int) -> dict[str, Any]:
@@ -142,6 +166,7 @@ def run_workers(url: str, n: int, trial_s: tuple[float, float], seconds: float, 
         rng = random.Random(seed)
         workers = [SimWorker(url, f"sim{i}-{seed}", trial_s, random.Random(rng.random())) for i in range(n)]
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        tasks.append(asyncio.create_task(maintenance(url, stop)))
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.wait(tasks, timeout=10)
@@ -221,25 +246,42 @@ def redis_info(client: redis.Redis, streams: list[str] = ()) -> dict[str, float]
     cpu: Any = client.info("cpu")
     mem: Any = client.info("memory")
     in_streams = sum(float(client.memory_usage(s, samples=0) or 0) for s in streams)
+    # client buffers (a thousand connections' query buffers) swing with traffic; counted apart
+    clients = float(mem.get("mem_clients_normal", 0))
     return {"cpu_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
-            "used_memory": float(mem["used_memory"]), "streams": in_streams}  # fmt: skip
+            "used_memory": float(mem["used_memory"]), "streams": in_streams, "clients": clients}  # fmt: skip
 
 
 def reactions(events: list[Any]) -> list[float]:
-    """Completion -> next submission delays (ms), first in first out, once the population is full
-    (any submission after the first non-init one: children and re-evaluations alike)."""
+    """Completion -> next submission delays (ms), first in first out, once the population is full:
+    from the first child on (children and re-evaluations alike). Before it, as in NNI, results of
+    the initial population free no slot: the first children wait for all ``P`` results, and
+    re-evaluations may run meanwhile (see :func:`fill_wait`)."""
     pending: list[float] = []
     out = []
     evolving = False
     for e in events:
         if isinstance(e, TrialSubmitted):
-            if e.phase != "init" or evolving:  # evolve or re-evaluation: a decision a result freed
-                evolving = True
-                if pending:
-                    out.append((e.at - pending.pop(0)) * 1000)
+            evolving = evolving or e.phase == "evolve"
+            if evolving and pending:  # a decision a result freed
+                out.append((e.at - pending.pop(0)) * 1000)
         elif isinstance(e, TrialCompleted) and evolving:
             pending.append(e.at)
     return out
+
+
+def fill_wait(events: list[Any]) -> float | None:
+    """Seconds from the last initial trial's submission to the first child's (the workers an
+    experiment owns wait for the last initial results; re-evaluations may use them), or None."""
+    last_init = first_child = None
+    for e in events:
+        if isinstance(e, TrialSubmitted):
+            if e.phase == "init":
+                last_init = e.at
+            elif e.phase == "evolve":
+                first_child = e.at
+                break
+    return None if last_init is None or first_child is None else first_child - last_init
 
 
 def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s: tuple[float, float],
@@ -282,18 +324,20 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
         while time.monotonic() - t0 < seconds:
             time.sleep(min(5.0, seconds - (time.monotonic() - t0) + 0.01))
             r = redis_info(client, streams)
-            mem_samples.append(r["used_memory"] - r["streams"])
+            mem_samples.append(r["used_memory"] - r["streams"] - r["clients"])
         r1, t1 = redis_info(client, streams), time.monotonic()
         for p in ctls:
             p.wait(timeout=120)
         sims.join(timeout=60)
         stats = [json.loads(o.read_text()) for o in outs]
         react: list[float] = []
+        waits: list[float | None] = []
         for name in names:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(Keys(name).stream)  # type: ignore[assignment]
             events = [decode(f[STREAM_FIELD]) for _, f in entries]
             steady = [e for e in events if started + warmup <= e.at <= started + total]
             react += reactions(steady)
+            waits.append(fill_wait(events))
         share = math.ceil(n_workers / n_exp) + prefetch
         peaks = [max((s["in_flight"] for s in st["samples"][int(warmup) :]), default=0) for st in stats]
         submitted = sum(st["submitted"] for st in stats)
@@ -309,11 +353,13 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
             "reaction_p50_ms": statistics.median(react) if react else math.nan,
             "reaction_p99_ms": statistics.quantiles(react, n=100)[98] if len(react) >= 100 else math.nan,
             "conflicts_per_submission": conflicts / max(submitted, 1),
+            "population_fill_wait_s": max((w for w in waits if w is not None), default=math.nan),
             "submissions_per_s": submitted / total,
             "redis_mem_mb_start": r0["used_memory"] / 2**20,
             "redis_mem_mb_end": r1["used_memory"] / 2**20,
-            "redis_other_mb_start": (r0["used_memory"] - r0["streams"]) / 2**20,
-            "redis_other_mb_end": (r1["used_memory"] - r1["streams"]) / 2**20,
+            "redis_other_mb_start": (r0["used_memory"] - r0["streams"] - r0["clients"]) / 2**20,
+            "redis_other_mb_end": (r1["used_memory"] - r1["streams"] - r1["clients"]) / 2**20,
+            "redis_clients_mb_end": r1["clients"] / 2**20,
             "stream_mb_end": r1["streams"] / 2**20,
             "redis_other_mb_samples": [m / 2**20 for m in mem_samples],
             "result_ttl": result_ttl,
@@ -330,17 +376,17 @@ def scenario(n_workers: int, n_exp: int, seconds: float, warmup: float, trial_s:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| workers | exps | ctl CPU ms/decision | ctl CPU % core | Redis CPU % | reaction p50/p99 ms | "
-            "conflicts/submission | submissions/s | in flight peak / share | Redis MiB besides streams start→end | "
-            "streams MiB | ctl RSS MiB |")  # fmt: skip
-    lines = [head, "|" + "---|" * 12]
+            "fill wait s | conflicts/submission | submissions/s | in flight peak / share | Redis MiB besides streams and "
+            "client buffers start→end | streams MiB | client buffers MiB | ctl RSS MiB |")  # fmt: skip
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         peak = "/".join(map(str, r["in_flight_peak"]))
         lines.append(
             f"| {r['workers']} | {r['experiments']} | {r['controller_cpu_ms_per_decision']:.2f} | "
             f"{r['controller_cpu_pct']:.1f} | {r['redis_cpu_pct']:.1f} | {r['reaction_p50_ms']:.1f} / {r['reaction_p99_ms']:.1f} | "
-            f"{r['conflicts_per_submission']:.3f} | {r['submissions_per_s']:.1f} | {peak} / {r['fair_share']} | "
+            f"{r['population_fill_wait_s']:.1f} | {r['conflicts_per_submission']:.3f} | {r['submissions_per_s']:.1f} | {peak} / {r['fair_share']} | "
             f"{r['redis_other_mb_start']:.1f}→{r['redis_other_mb_end']:.1f} | {r['stream_mb_end']:.1f} | "
-            f"{r['controller_rss_mb']:.0f} |"
+            f"{r['redis_clients_mb_end']:.1f} | {r['controller_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 
