@@ -39,7 +39,7 @@ from typing import Any
 
 from .reducer import Individual, Race, StateView, status_of
 from .space import Config, SearchSpace, get_path, moves_locally, set_path
-from .strategy import Strategy
+from .strategy import REEVAL_SHARE, Strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,11 @@ def trial_rng(seed: int, trial: int) -> random.Random:
 def in_flight(state: StateView) -> int:
     """Runs submitted and not ended, plus runs awaiting a new attempt."""
     return len(state.running) + len(state.retry)
+
+
+def reevals_in_flight(state: StateView) -> int:
+    """Re-evaluation runs submitted and not ended, or awaiting a new attempt."""
+    return sum(r.phase == "reeval" for runs in (state.running, state.retry) for r in runs.values())
 
 
 def may_submit(state: StateView, capacity: int, *, shared: bool = False) -> bool:
@@ -98,10 +103,12 @@ def propose(state: StateView) -> Proposal | None:
     population = state.population
     trial = state.next_trial
     rng = trial_rng(exp.seed, trial)
-    if len(population) + busy < st.population_size:  # the initial population comes first
+    parallel = st.reeval_count > 1 and st.reeval_schedule == "parallel"
+    reevals = reevals_in_flight(state) if parallel else 0
+    if len(population) + busy - reevals < st.population_size:  # the initial population comes first
         return _search(state, st, space, trial, "init", lambda: (space.sample(rng), None))
     race = due_reeval(state)
-    if race is not None:
+    if race is not None and (not parallel or reevals < max(1, int(REEVAL_SHARE * (busy + 1)))):
         return Proposal(trial, 0, dict(race.config), race.trial, "reeval")
     if len(population) < st.population_size:
         return None
@@ -110,9 +117,9 @@ def propose(state: StateView) -> Proposal | None:
 
 
 def due_reeval(state: StateView) -> Race | None:
-    """The race whose re-evaluation is due: re-evaluations left to submit, none running, and the
-    incumbent's own race or a mean that beats the incumbent's; the best mean wins (ties: the
-    lowest trial). None if none is."""
+    """The race whose re-evaluation is due: re-evaluations left to submit (under the ``serial``
+    schedule: and none running), and the incumbent's own race or a mean that beats the
+    incumbent's; the best mean wins (ties: the lowest trial). None if none is."""
     st = state.strategy
     if st is None or st.reeval_count <= 1 or not state.race:
         return None
@@ -122,7 +129,7 @@ def due_reeval(state: StateView) -> Race | None:
     best: Race | None = None
     best_score = -math.inf
     for race in state.race.values():
-        if race.pending or race.tries + 1 >= st.reeval_count:
+        if race.tries + 1 >= st.reeval_count or (race.pending and st.reeval_schedule == "serial"):
             continue
         score = sign * race.mean
         if not math.isfinite(score):

@@ -48,6 +48,10 @@ def default_sizes(population: Any, sample: Any, cycles: Any) -> tuple[Any, Any]:
 
 
 REEVAL_FROM, MAX_REEVAL = 200, 10
+REEVAL_SCHEDULES = ("parallel", "serial")
+REEVAL_SHARE = 0.5
+"""With ``reeval_schedule = "parallel"``: the largest share of the runs in flight (the one being
+proposed included) that may be re-evaluations; at least one always may."""
 
 
 def default_reeval_count(cycles: Any) -> int:
@@ -73,7 +77,7 @@ resamples the others; ``local`` moves every ordered parameter (continuous ones t
 value (see :mod:`evoq.space`)."""
 
 DEFAULT_MUTATION = "neighbour"
-LEGACY: dict[str, Any] = {"reeval_count": 1, "mutation": "resample"}
+LEGACY: dict[str, Any] = {"reeval_count": 1, "mutation": "resample", "reeval_schedule": "serial"}
 """What a key added after the first release means when a *logged* strategy lacks it: the
 behaviour of the evoq that wrote the log. :meth:`Strategy.from_dict` fills these in, so an old
 log re-derives its decisions whatever the defaults for new specs are."""
@@ -116,6 +120,12 @@ class Strategy:
             value, anything else is resampled), ``"local"`` (every ordered parameter, continuous
             ones too, moves to a nearby value; see :mod:`evoq.space`) or ``"resample"`` (NNI:
             drawn from its whole range).
+        reeval_schedule: ``"parallel"`` (default): a race's re-evaluations may run at the same
+            time, re-evaluations take at most :data:`REEVAL_SHARE` of the runs in flight (one
+            always may) and never hold back the initial population; ``"serial"`` (logs written
+            before this key): one re-evaluation per race at a time, no share, re-evaluations in
+            flight count against the initial population. The two agree with one worker, where
+            nothing is in flight when the next trial is proposed.
     """
 
     optimize_mode: str = "maximize"
@@ -133,6 +143,7 @@ class Strategy:
     prefetch: int = 0
     reeval_count: int = None  # type: ignore[assignment]  # resolved in __post_init__
     mutation: str = None  # type: ignore[assignment]  # resolved in __post_init__
+    reeval_schedule: str = "parallel"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -158,12 +169,16 @@ class Strategy:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(name, "must be a positive integer")
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
-            raise bad("prefetch", "must be a non-negative integer")
+        for name in ("prefetch",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(name, "must be a non-negative integer")
         if self.optimize_mode not in OPTIMIZE_MODES:
             raise bad("optimize_mode", f"must be one of {OPTIMIZE_MODES}")
         if self.on_failure not in ON_FAILURE:
             raise bad("on_failure", f"must be one of {ON_FAILURE}")
+        if self.reeval_schedule not in REEVAL_SCHEDULES:
+            raise bad("reeval_schedule", f"must be one of {REEVAL_SCHEDULES}")
         if self.mutation not in MUTATIONS:
             raise bad("mutation", f"must be one of {MUTATIONS}")
         if self.sample_size >= self.population_size:

@@ -21,7 +21,7 @@ NAS-Bench-201 paper's setting), ``random``, and, when installed, ``optuna-tpe``,
 ``optuna-nsga2``, ``synetune-re``, ``ng-<Optimizer>`` (Nevergrad, ``Choice(deterministic=True)``).
 Extra evoq settings can be given as
 ``evoq:P=20,S=5,p=0.05,nni=0,dedup=1,differs=1,r=3,mut=local,auto=1`` (``r``: ``reeval_count``;
-``mut``: ``mutation``; ``auto=1``: one run per budget with ``cycles`` = that budget, as
+``mut``: ``mutation``; ``sched``: ``reeval_schedule``; ``auto=1``: one run per budget with ``cycles`` = that budget, as
 ``evoq-auto`` does; unset P and S follow the defaults for ``cycles``).
 
 Outputs in ``--out DIR``: ``results.md`` (tables), ``results.json`` (per task, method and
@@ -107,7 +107,7 @@ def per_budget(method: str) -> bool:
 
 def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
     """A Strategy for ``evoq``, ``evoq-nni``, ``evoq-p10s3``, ``evoq-auto``, ``evoq-before`` or
-    ``evoq:P=..,S=..,p=..,nni=0|1,r=..,mut=..``."""
+    ``evoq:P=..,S=..,p=..,nni=0|1,r=..,mut=..,sched=..``."""
     if method == "evoq":  # NNI's sizes with evoq's mutation and dedup (the default before the rule)
         return Strategy(
             optimize_mode=mode, cycles=cycles, population_size=100, sample_size=25, reeval_count=1
@@ -142,6 +142,8 @@ def parse_evoq(method: str, cycles: int, mode: str) -> Strategy:
             kw["reeval_count"] = int(v)
         elif k == "mut":
             kw["mutation"] = v
+        elif k == "sched":
+            kw["reeval_schedule"] = v
         elif k == "auto":
             pass
         else:

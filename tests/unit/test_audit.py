@@ -196,3 +196,30 @@ def test_reports_say_which_best_they_show(tmp_path):
     assert again and all(t["mutated"] == {} for t in again)
     out = plot(events, tmp_path / "p.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+REEVAL_GOLDEN = GOLDEN / "reeval" / "reeval-serial-316f291"
+
+
+def test_a_log_of_the_serial_reevaluation_schedule_replays_and_audits_as_it_was_written(tmp_path):
+    """Written by the evoq that introduced re-evaluation (one re-run per race at a time), before
+    ``reeval_schedule`` existed: the key's legacy value re-derives its decisions."""
+    import dataclasses
+    import json
+
+    from evoq.log import replay_log
+    from evoq.report import summary
+
+    log = FileLog(f"{REEVAL_GOLDEN}.evoqlog")
+    records = [decode(r) for _, r in log.read()]
+    assert "reeval_schedule" not in records[0].strategy
+    expected = json.loads(REEVAL_GOLDEN.with_suffix(".state.json").read_text())
+    got = json.loads(json.dumps(summary(replay_log(log).freeze()), sort_keys=True))
+    assert {k: got[k] for k in expected} == expected and got["reevaluated"] > 0
+    rep = audit_file(f"{REEVAL_GOLDEN}.evoqlog")
+    assert rep.ok, rep.findings
+    # the check has teeth: read as the parallel schedule, the same decisions are not re-derived
+    created = dataclasses.replace(records[0], strategy={**records[0].strategy, "reeval_schedule": "parallel"})
+    forced = tmp_path / "forced.evoqlog"
+    FileLog(forced).append([encode(created)] + [encode(e) for e in records[1:]])
+    assert any(f.kind == "decision" for f in audit_file(str(forced)).findings)

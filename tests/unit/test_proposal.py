@@ -262,7 +262,7 @@ def test_nni_mode_mutation_is_unchanged_by_the_new_keys():
 
 
 def test_reeval_is_proposed_for_a_leader_and_counts_toward_cycles():
-    s = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3)
+    s = Strategy(population_size=3, sample_size=2, cycles=20, reeval_count=3, reeval_schedule="serial")
     b = StateBuilder(replay([created(s, NB201)]))
     configs = []
     for _ in range(3):
@@ -344,3 +344,97 @@ def test_neighbour_moves_discrete_ordered_parameters_and_resamples_continuous_on
     # depth moves locally (resampling would land within 2 of 10 a quarter of the time); lr is
     # resampled (|u - 0.5| > 0.3 with probability 0.4)
     assert near_depth > 400 and far_lr > 300
+
+
+def _submit(b: StateBuilder) -> object:
+    p = propose(b)
+    assert p is not None
+    b.add(TrialSubmitted(p.trial, 0, p.config, p.parent, p.phase, "", 0.0))
+    return p
+
+
+def _four_races(schedule: str) -> StateBuilder:
+    s = Strategy(population_size=4, sample_size=2, cycles=100, reeval_count=3, reeval_schedule=schedule)
+    b = StateBuilder(replay([created(s, NB201)]))
+    for _ in range(4):
+        _submit(b)
+    for trial, metric in enumerate([1.0, 2.0, 3.0, 4.0]):  # each beats the incumbent: 4 races
+        b.add(TrialCompleted(trial, 0, metric, 1.0, "w", 0.0))
+    assert len(b.race) == 4
+    return b
+
+
+def test_parallel_schedule_runs_a_races_reevaluations_at_once_within_half_the_runs_in_flight():
+    from evoq.proposal import reevals_in_flight
+
+    b = _four_races("parallel")
+    picks = []
+    for i in range(8):  # eight free workers
+        before = reevals_in_flight(b)
+        picks.append(_submit(b))
+        if picks[-1].phase == "reeval":  # the share: at most half the runs in flight, one always
+            assert before < max(1, (i + 1) // 2)
+    reevals = [p.parent for p in picks if p.phase == "reeval"]
+    assert reevals[:2] == [3, 3]  # the best race first, both of its re-runs at once
+    assert b.race[3].pending == 2 and len(reevals) == 4 and "evolve" in [p.phase for p in picks]
+
+
+def test_serial_schedule_the_logged_behaviour_runs_one_reevaluation_per_race():
+    b = _four_races("serial")
+    picks = [_submit(b) for _ in range(6)]
+    assert [(p.phase, p.parent) for p in picks[:4]] == [
+        ("reeval", 3),
+        ("reeval", 2),
+        ("reeval", 1),
+        ("reeval", 0),
+    ]
+    assert [p.phase for p in picks[4:]] == ["evolve", "evolve"]
+
+
+@pytest.mark.parametrize("schedule", ["parallel", "serial"])
+def test_reevaluations_hold_back_the_initial_population_only_under_the_serial_schedule(schedule):
+    s = Strategy(population_size=4, sample_size=2, cycles=100, reeval_count=4, reeval_schedule=schedule)
+    b = StateBuilder(replay([created(s, NB201)]))
+    for _ in range(4):
+        _submit(b)
+    b.add(TrialCompleted(0, 0, 1.0, 1.0, "w", 0.0))  # the first result: its confirmation is due
+    assert _submit(b).phase == "reeval"
+    b.add(TrialFailed(1, 0, "error", "boom", "w", 0.0))  # ignored: the population needs a trial more
+    nxt = propose(b)
+    if schedule == "parallel":
+        assert nxt is not None and nxt.phase == "init"  # the running re-evaluation does not count
+    else:
+        assert nxt is None  # serial: waits until the re-evaluation ends
+
+
+def test_both_schedules_propose_the_same_with_one_worker():
+    import zlib
+
+    from evoq import simulate as sim
+    from evoq.codec import decode
+    from evoq.log import MemoryLog
+
+    def noisy(config: dict) -> float:  # a config's quality plus noise that differs per evaluation
+        noisy.n += 1
+        return zlib.crc32(repr(sorted(config.items())).encode()) % 100 + (noisy.n * 7919) % 13
+
+    noisy.n = 0
+    for seed in range(3):
+        runs = []
+        for schedule in ("parallel", "serial"):
+            noisy.n = 0
+            s = Strategy(cycles=300, reeval_schedule=schedule)
+            log = MemoryLog()
+            sim.simulate(created(s, NB201, seed=seed), noisy, workers=1, log=log)
+            subs = [decode(r) for _, r in log.read()]
+            runs.append([(e.trial, e.phase, e.parent) for e in subs if isinstance(e, TrialSubmitted)])
+        assert runs[0] == runs[1] and sum(phase == "reeval" for _, phase, _ in runs[0]) >= 3
+
+
+def test_reeval_schedule_default_and_legacy():
+    assert Strategy().reeval_schedule == "parallel"
+    logged = Strategy(cycles=1000).to_dict()
+    del logged["reeval_schedule"]  # a log written before the key: as that evoq did
+    assert Strategy.from_dict(logged).reeval_schedule == "serial"
+    with pytest.raises(ValueError, match="reeval_schedule"):
+        Strategy(reeval_schedule="eager")
