@@ -243,7 +243,6 @@ class Controller:
         self._checked = 0.0
         self._missing: dict[tuple[int, int], float] = {}
         self._workers_cache: tuple[float, int] = (0.0, 0)
-        self._shared = False
         self._share_cache: tuple[float, int] = (-1e9, 1)
         self._connected: tuple[float, set[str], set[str]] = (-1e9, set(), set())
         self._suspects = client.register_script(SUSPECTS_SCRIPT)
@@ -484,7 +483,6 @@ class Controller:
         pipe.zremrangebyscore(key, "-inf", stamp - 3 * max(self.opts.lease_ttl, WORKER_REFRESH_S))
         pipe.zrange(key, 0, -1)
         active = [n.decode() if isinstance(n, bytes) else str(n) for n in pipe.execute()[2]]
-        self._shared = len(set(active) | {self.experiment.name}) > 1
         return fair_share(workers, active, self.experiment.name)
 
     def probe(self, runs: list[Run]) -> list[JobProbe]:
@@ -576,7 +574,7 @@ class Controller:
         st = self.state.strategy
         assert st is not None
         capacity = self.live_workers() + st.prefetch
-        if not may_submit(self.state, capacity, shared=self._shared):
+        if not may_submit(self.state, capacity):
             return None
         p = propose(self.state)
         if p is None:

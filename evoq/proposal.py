@@ -70,23 +70,19 @@ def reevals_in_flight(state: StateView) -> int:
     return sum(r.phase == "reeval" for runs in (state.running, state.retry) for r in runs.values())
 
 
-def may_submit(state: StateView, capacity: int, *, shared: bool = False) -> bool:
-    """The capacity rule of the controller (and the simulator).
+def may_submit(state: StateView, capacity: int) -> bool:
+    """The capacity rule of the controller (and the simulator): submit while fewer than
+    ``capacity`` runs (live workers + prefetch, or this experiment's share of a shared queue) are
+    in flight.
 
-    While the initial population is being filled its random trials may be queued at once, as NNI
-    does; anything else (a re-evaluation that falls due meanwhile, every child after that) waits
-    until fewer than ``capacity`` (live workers + prefetch) runs are in flight, so that children
-    are bred from a fresh population and re-evaluations do not pile up behind the initial flood.
-    On a queue ``shared`` with other experiments the limit holds from the start (``capacity`` is
-    then this experiment's share): an initial flood would make the others wait behind it.
+    NNI queues its whole initial population at once; evoq does not, for any phase: an initial
+    flood on a queue other experiments share (or will share) makes them wait until it drains,
+    and a re-evaluation or child proposed behind it would wait as well. Each run is proposed
+    when a worker is free for it (about a millisecond after a result), and ``prefetch`` queues
+    runs ahead on purpose. When runs are submitted decides nothing that the log re-derives:
+    proposals depend on the log only.
     """
-    st = state.strategy
-    if st is None:
-        return False
-    if len(state.running) < capacity:
-        return True
-    # the initial population's trials (and new attempts of them) flood; propose() gives them first
-    return not shared and len(state.population) + len(state.running) < st.population_size
+    return state.strategy is not None and len(state.running) < capacity
 
 
 def propose(state: StateView) -> Proposal | None:

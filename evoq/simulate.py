@@ -5,9 +5,9 @@
 instead of training anything. ``K`` simulated workers take submitted trials first come first
 served; each run ends ``train_time`` simulated seconds after it started, and completions are
 handled in simulated-time order (a heap; ties go to the run started first). The controller's
-capacity rule is the real one (:meth:`evoq.controller.Controller.submit_ready`): ``init``
-proposals may all be queued at once; any other proposal is submitted only while fewer than
-``K + prefetch`` runs are submitted and not ended.
+capacity rule is the real one (:func:`~evoq.proposal.may_submit`, as
+:meth:`evoq.controller.Controller.submit_ready` uses it): a proposal is submitted only while
+fewer than ``K + prefetch`` runs are submitted and not ended.
 
 The events are the ones a real run writes — ``ExperimentCreated``, ``TrialSubmitted``,
 ``TrialStarted``, ``TrialCompleted`` (or ``TrialFailed`` when the objective raises or returns a

@@ -24,7 +24,7 @@ STRATEGY = Strategy(population_size=4, sample_size=2, cycles=10)
 
 
 def make(server: fakeredis.FakeServer, strategy: Strategy = STRATEGY, **opts: Any) -> Controller:
-    opts.setdefault("capacity", lambda: 2)
+    opts.setdefault("capacity", lambda: 4)  # the population size: the initial trials all go out
     opts.setdefault("check_interval", 0.05)
     client = fakeredis.FakeRedis(server=server)
     return Controller(client, created(strategy, name="c"), ControllerOptions(**opts))
@@ -56,9 +56,9 @@ def submissions(client: Any) -> list[TrialSubmitted]:
 
 def test_a_commit_aborted_by_a_concurrent_append_decides_again_on_the_new_log():
     server = fakeredis.FakeServer()
-    ctl = make(server)
+    ctl = make(server, capacity=lambda: 4)
     ctl.open()
-    assert ctl.submit_ready() == 4  # the initial population is queued at once
+    assert ctl.submit_ready() == 4  # the initial population, one run per free worker
     other = fakeredis.FakeRedis(server=server)
     wlog = RedisLog(other, Keys("c"))
     for t in range(4):  # the workers report
@@ -103,8 +103,8 @@ def test_a_worker_s_started_and_progress_events_do_not_stop_a_commit():
     ctl.catch_up()
     wlog.append([encode(TrialStarted(4, 0, "w", 2.0)), encode(TrialProgressed(4, 0, 1, 0.5, 2.0))])
     before, folded = ctl.conflicts, ctl.state.events
-    assert ctl.submit_ready() == 2
-    assert ctl.conflicts == before and ctl.state.events == folded + 2 + 2
+    assert ctl.submit_ready() == 4
+    assert ctl.conflicts == before and ctl.state.events == folded + 2 + 4
     ids = [pos for pos, _ in wlog.read()]
     assert ctl.last_id == ids[-1]
     assert audit_entries(wlog.read()).ok

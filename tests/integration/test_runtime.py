@@ -326,6 +326,7 @@ def test_an_experiment_that_ends_cancels_its_queued_jobs_and_stops_running_ones(
     spec = write_spec(
         tmp_path / "s.toml", "stopper", "tests.trials:fail_or_hang", "x = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]",
         population_size=30, sample_size=5, cycles=60, max_failures=3, dedup=False, seed=7,  # trial 0 hangs
+        prefetch=28,  # 2 workers + 28: jobs wait in the queue when the experiment fails
     )  # fmt: skip
     workers(2)
     code, final, err = finish(controller(spec, server.url), timeout=60)
@@ -333,7 +334,7 @@ def test_an_experiment_that_ends_cancels_its_queued_jobs_and_stops_running_ones(
     client = server.client()
     events = [e for _, e in stream_events(client, "stopper")]
     submitted = [(e.trial, e.attempt) for e in events if isinstance(e, TrialSubmitted)]
-    assert len(submitted) >= 30  # the initial population was queued at once
+    assert len(submitted) >= 30  # the prefetch queued them
     from rq.job import Job
 
     def statuses() -> dict[str, int]:

@@ -117,11 +117,15 @@ def _config(events: list[Any], trial: int) -> dict[str, Any]:
     raise AssertionError(trial)
 
 
-def test_init_is_queued_at_once_and_workers_are_busy() -> None:
+def test_one_run_per_free_worker_and_workers_are_busy() -> None:
     _, events = _run(0, 3)
     first = [e for e in events if isinstance(e, TrialSubmitted) and e.at == 0.0]
-    assert len(first) == 8 and all(e.phase == "init" for e in first)
+    assert len(first) == 3 and all(e.phase == "init" for e in first)  # nothing queued beyond K
     assert sum(1 for e in events if isinstance(e, TrialStarted) and e.at == 0.0) == 3
+    in_flight = 0
+    for e in events:  # at no time more runs in flight than workers
+        in_flight += isinstance(e, TrialSubmitted) - isinstance(e, (TrialCompleted, TrialFailed))
+        assert in_flight <= 3
 
 
 def test_plain_objective_fixed_time_duration_and_failures() -> None:
