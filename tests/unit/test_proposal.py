@@ -422,3 +422,15 @@ def test_reeval_schedule_default_and_legacy():
     assert Strategy.from_dict(logged).reeval_schedule == "serial"
     with pytest.raises(ValueError, match="reeval_schedule"):
         Strategy(reeval_schedule="eager")
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 300))
+@settings(max_examples=300)
+def test_the_tournament_shuffle_draws_exactly_what_random_shuffle_draws(seed, n):
+    from evoq.proposal import shuffle
+
+    a, b = random.Random(seed), random.Random(seed)
+    xs, ys = list(range(n)), list(range(n))
+    a.shuffle(xs)
+    shuffle(ys, b)
+    assert xs == ys and a.getstate() == b.getstate()
