@@ -1,7 +1,7 @@
 """Every Redis key and RQ id evoq uses, built in one place.
 
 One experiment's keys share the hash tag ``{name}`` so that they live in one cluster slot and a
-MULTI/EXEC over them is possible on Redis Cluster too. Many experiments can share a Redis and a
+script or transaction over them (the controller's commit) is possible on Redis Cluster too. Many experiments can share a Redis and a
 queue: nothing here is global except :data:`EXPERIMENTS`, an index of names.
 """
 

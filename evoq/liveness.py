@@ -1,10 +1,10 @@
 """Liveness of trial runs: the lost-run decision table, as a pure function of a snapshot.
 
-The controller reads, in one MULTI/EXEC, what Redis says about each running trial's RQ job (a
-:class:`JobProbe`), then folds the log, then asks :func:`judge` about each run still running.
-``judge`` needs no Redis and no clock of its own: it is given the time and the moment the run
-was first seen in a suspicious state (``since``), and returns the verdict with the timer to
-keep. The table:
+The controller reads, in one Lua script (one atomic snapshot), what Redis says about each
+running trial's RQ job (a :class:`JobProbe`), then folds the log, then asks :func:`judge` about
+each run still running. ``judge`` needs no Redis and no clock of its own: it is given the time
+and the moment the run was first seen in a suspicious state (``since``), and returns the verdict
+with the timer to keep. The table:
 
 =====================================  ===================================================
 what Redis says                        verdict
