@@ -11,8 +11,8 @@ Measured, in one run:
 
 1. **Throughput.** Raw RQ: ``N`` no-op jobs enqueued with ``enqueue_many`` and drained by the
    workers. evoq: the controller (in a thread of this process) runs an experiment of ``N`` trials.
-   ``fed``: ``population_size = cycles``, so every trial is an ``init`` trial and the queue is
-   always full (like raw RQ); ``steady p=K``: a small population, then the evolve phase, in which
+   ``fed``: ``population_size = prefetch = cycles``, so every trial is an ``init`` trial, all
+   are queued at once and the queue is always full (like raw RQ); ``steady p=K``: a small population, then the evolve phase, in which
    the controller keeps at most ``live workers + prefetch`` trials in flight. Completions are
    counted by polling RQ's finished registry (the same probe for both); the rate is taken over
    the window after a warm-up (for ``steady``: after the initial population and a few more).
@@ -620,7 +620,7 @@ def throughput_block(
     with workers(server, f"evoq-{tag}", n_workers, wc, evoq_jobs=True, env=env) as pool:
         if fed:
             out["evoq_fed"] = run_evoq(
-                server, pool, f"fed-{tag}", population=n_jobs, cycles=n_jobs, prefetch=0
+                server, pool, f"fed-{tag}", population=n_jobs, cycles=n_jobs, prefetch=n_jobs
             )
         for p in prefetch:
             out[f"evoq_p{p}"] = run_evoq(
@@ -655,7 +655,7 @@ def markdown(res: dict[str, Any]) -> str:
         for k, v in blk.items():
             if not k.startswith("evoq_"):
                 continue
-            mode = "fed (P = cycles)" if k == "evoq_fed" else f"steady, prefetch={v['prefetch']}"
+            mode = "fed (P = prefetch = cycles)" if k == "evoq_fed" else f"steady, prefetch={v['prefetch']}"
             react = (
                 f"{fmt(v['reaction_p50_ms'])} / {fmt(v['reaction_p99_ms'])}"
                 if "reaction_p50_ms" in v
