@@ -88,6 +88,17 @@ def reevals_in_flight(state: StateView) -> int:
     return sum(r.phase == "reeval" for runs in (state.running, state.retry) for r in runs.values())
 
 
+def _reeval_fits(state: StateView, busy: int) -> bool:
+    """Under the parallel schedule: fewer re-evaluations in flight than :data:`REEVAL_SHARE` of
+    the runs in flight, the one being proposed included (at least one may)."""
+    cap = max(1, int(REEVAL_SHARE * (busy + 1)))
+    # the races' pending re-runs are a lower bound of the count (a race replaced while its re-runs
+    # ran leaves them uncounted there): when it already reaches the cap, no pass over the runs
+    if sum(r.pending for r in state.race.values()) >= cap:
+        return False
+    return reevals_in_flight(state) < cap
+
+
 def may_submit(state: StateView, capacity: int) -> bool:
     """The capacity rule of the controller (and the simulator): submit while fewer than
     ``capacity`` runs (live workers + prefetch, or this experiment's share of a shared queue) are
@@ -118,11 +129,15 @@ def propose(state: StateView) -> Proposal | None:
     trial = state.next_trial
     rng = trial_rng(exp.seed, trial)
     parallel = st.reeval_count > 1 and st.reeval_schedule == "parallel"
-    reevals = reevals_in_flight(state) if parallel else 0
-    if len(population) + busy - reevals < st.population_size:  # the initial population comes first
+    size = len(population)
+    # the initial population comes first; under the parallel schedule re-evaluations in flight
+    # do not count against it (counted only when that can matter: they cost a pass over runs)
+    if size + busy < st.population_size or (
+        parallel and size < st.population_size and size + busy - reevals_in_flight(state) < st.population_size
+    ):
         return _search(state, st, space, trial, "init", lambda: (space.sample(rng), None))
     race = due_reeval(state)
-    if race is not None and (not parallel or reevals < max(1, int(REEVAL_SHARE * (busy + 1)))):
+    if race is not None and (not parallel or _reeval_fits(state, busy)):
         return Proposal(trial, 0, dict(race.config), race.trial, "reeval")
     if len(population) < st.population_size:
         return None
