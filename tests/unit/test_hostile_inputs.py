@@ -92,3 +92,30 @@ def test_a_foreign_submission_outside_the_space_is_ignored():
     b.add(TrialSubmitted(0, 0, {"a": 2}, None, "init", "", 0.0))
     assert b.next_trial == 1
     assert json.dumps(b.freeze().population) == "[]"
+
+
+def _created_fields() -> list:
+    from evoq.codec import encode
+
+    from ..sim import created
+
+    return msgpack.unpackb(encode(created(Strategy(population_size=4, sample_size=2))), raw=False)
+
+
+@given(st.sampled_from([*Strategy.__dataclass_fields__, "bogus"]), msgpack_values)
+@settings(max_examples=1500, deadline=None)
+def test_a_logged_strategy_value_is_folded_or_rejected_by_name_never_raised(key, value):
+    """A stranger's ``experiment_created`` in the stream: any value under any strategy key."""
+    from evoq.log import unpack_records
+
+    fields = _created_fields()
+    at = next(i for i, v in enumerate(fields) if isinstance(v, dict) and "cycles" in v)
+    fields[at] = {**fields[at], key: value}
+    b = StateBuilder()
+    b.add_records(unpack_records([("1-0", msgpack.packb(fields))]))
+    if b.experiment is None:
+        assert len(b.rejections) == 1 and key in b.rejections[0].reason
+    else:
+        assert not b.rejections and b.strategy is not None
+        if key == "reeval_schedule":  # an oracle of its own: only the two schedules fold
+            assert value in ("parallel", "serial")
