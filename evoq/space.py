@@ -272,6 +272,16 @@ def _quantize_step(x: float, current: float, q: float, step: float, lo: float, h
     return None
 
 
+def _redraw(sample: Callable[[random.Random], Value], rng: random.Random, current: Value) -> Value | None:
+    """Draw with ``sample`` until the value differs from ``current``, at most
+    ``_DIFFERENT_TRIES`` times; None if none did (the continuous types' ``different``)."""
+    for _ in range(_DIFFERENT_TRIES):
+        v = sample(rng)
+        if v != current:
+            return v
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Uniform:
     """A real number: NNI ``uniform``, ``quniform``, ``loguniform`` or ``qloguniform``."""
@@ -318,11 +328,7 @@ class Uniform:
 
     def different(self, rng: random.Random, current: Value) -> Value | None:
         """Draw until the value differs from ``current`` (bounded); None if none was found."""
-        for _ in range(_DIFFERENT_TRIES):
-            v = self.sample(rng)
-            if v != current:
-                return v
-        return None
+        return _redraw(self.sample, rng, current)
 
     def nearby(self, rng: random.Random, current: Value) -> Value | None:
         """A local move (see the module docstring); None if no other value is reachable."""
@@ -385,11 +391,7 @@ class Normal:
 
     def different(self, rng: random.Random, current: Value) -> Value | None:
         """Draw until the value differs from ``current`` (bounded); None if none was found."""
-        for _ in range(_DIFFERENT_TRIES):
-            v = self.sample(rng)
-            if v != current:
-                return v
-        return None
+        return _redraw(self.sample, rng, current)
 
     def nearby(self, rng: random.Random, current: Value) -> Value | None:
         """A local move (see the module docstring); None if no other value was reached."""
