@@ -1,8 +1,9 @@
 """Every Redis key and RQ id evoq uses, built in one place.
 
 One experiment's keys share the hash tag ``{name}`` so that they live in one cluster slot and a
-script or transaction over them (the controller's commit) is possible on Redis Cluster too. Many experiments can share a Redis and a
-queue: nothing here is global except :data:`EXPERIMENTS`, an index of names.
+script or transaction over them (the controller's commit) is possible on Redis Cluster too. Many
+experiments can share a Redis and a queue: nothing here is global except :data:`EXPERIMENTS`, an
+index of names.
 """
 
 from __future__ import annotations

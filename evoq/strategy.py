@@ -169,10 +169,8 @@ class Strategy:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(name, "must be a positive integer")
-        for name in ("prefetch",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise bad(name, "must be a non-negative integer")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise bad("prefetch", "must be a non-negative integer")
         if self.optimize_mode not in OPTIMIZE_MODES:
             raise bad("optimize_mode", f"must be one of {OPTIMIZE_MODES}")
         if self.on_failure not in ON_FAILURE:
