@@ -323,9 +323,11 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
         if data is None:
             ctx.update(message=f"experiment {w.name!r} has no trial {number} (yet)", boot=_json_for_html({"page": "error"}))  # fmt: skip
             return HTMLResponse(pages.render("error.html", ctx), status_code=404)
-        ctx.update(
-            trial=data,
-            boot=_json_for_html({"page": "trial", "stream": f"{ctx['exp_url']}/trial/{number}/stream"}),
+        ctx["trial"] = data
+        # the stream pushes the trial's fragment only once it differs from the one served here
+        shown = _digest(pages.render("_trial.html", ctx))
+        ctx["boot"] = _json_for_html(
+            {"page": "trial", "stream": f"{ctx['exp_url']}/trial/{number}/stream?h={shown}"}
         )
         return HTMLResponse(pages.render("trial.html", ctx), headers={"Cache-Control": "no-store"})
 
@@ -335,16 +337,17 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
             return w
         number = request.path_params["trial"]
         ctx = exp_ctx(request, w.where, w.name)
-        last: dict[str, str] = {}
+        last = {"h": request.query_params.get("h", "")}
 
         def build() -> dict[str, Any] | None:
             data = dash.trial(w, number, time.time())
             if data is None:
                 return None
             html = pages.render("_trial.html", {**ctx, "trial": data})
-            if html == last.get("html"):
+            digest = _digest(html)
+            if digest == last["h"]:
                 return None
-            last["html"] = html
+            last["h"] = digest
             return {"html": {"trial": html}}
 
         return _stream(_follow(w, dash, build, first_now=False))
@@ -425,6 +428,11 @@ async def _sleep_unless(flag: threading.Event, seconds: float) -> None:
     end = time.monotonic() + seconds
     while not flag.is_set() and time.monotonic() < end:
         await asyncio.sleep(min(0.25, max(0.0, end - time.monotonic())))
+
+
+def _digest(html: str) -> str:
+    """A short fingerprint of a rendered fragment: what a page already shows."""
+    return hashlib.sha256(html.encode()).hexdigest()[:16]
 
 
 async def _follow(

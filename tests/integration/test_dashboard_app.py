@@ -10,8 +10,10 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -23,7 +25,8 @@ from evoq.audit import counted_terminals
 from evoq.codec import encode
 from evoq.dashboard import Dashboard, DashboardError
 from evoq.dashboard.server import DashboardServer
-from evoq.events import Event, TrialCompleted, TrialFailed
+from evoq.dashboard.views import metric_text
+from evoq.events import Event, TrialCompleted, TrialFailed, TrialSubmitted
 from evoq.filelog import FileLog
 from evoq.reducer import replay
 from evoq.report import summary
@@ -147,6 +150,45 @@ def test_updates_are_pushed_as_the_log_grows(site):
     assert update["n"] == ends + len(update["points"])
     assert f'<span id="results">{final.results}</span>' in update["html"]["progress"]
     assert {"failures", "lineage", "population", "params"} <= set(update["html"])
+
+
+def collect(url: str, into: list[dict]) -> threading.Thread:
+    """Read a stream's updates into ``into`` on a daemon thread."""
+
+    def read() -> None:
+        with suppress(OSError):
+            into.extend(sse_updates(url, timeout=60))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_trial_page_is_pushed_only_what_changes(site):
+    """A trial's page is not re-rendered while the trial stays as served (a swap would blank it
+    under a reader); a run in flight gets its result as soon as the log has it."""
+    server, log_dir, events = site
+    half = len(events) // 2
+    terminals = counted_terminals(events)
+    # a failed trial never changes again (``on_failure="ignore"``: it is no one's parent)
+    completed = {e.trial for _, e, _ in terminals if isinstance(e, TrialCompleted)}
+    done = min(e.trial for n, e, _ in terminals if n < half and e.trial not in completed)
+    submitted = {e.trial for e in events[:half] if isinstance(e, TrialSubmitted)}
+    later = {e.trial: e for n, e, _ in terminals if n >= half and isinstance(e, TrialCompleted)}
+    running = min(t for t in later if t in submitted)
+    quiet: list[dict] = []
+    _code, html = get(server.url + f"/x/embedded/alpha/trial/{done}")
+    collect(server.url + boot(html)["stream"], quiet)
+    moving: list[dict] = []
+    _code, html = get(server.url + f"/x/embedded/alpha/trial/{running}")
+    assert "completed" not in html
+    collect(server.url + boot(html)["stream"], moving)
+    time.sleep(3.5)  # three ticks of the stream clock
+    write(log_dir / "alpha.evoqlog", events[half:])
+    wanted = metric_text(later[running].metric)
+    wait_for(lambda: any(wanted in u["html"]["trial"] for u in moving), timeout=5, interval=0.05)
+    time.sleep(1.5)
+    assert quiet == []
 
 
 def test_unknown_experiments_and_trials_are_404_with_a_message(site):

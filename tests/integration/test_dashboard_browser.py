@@ -90,6 +90,20 @@ def no_console_errors(driver: Any) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def follow_first(driver: Any, css: str) -> str | None:
+    """Click the first link matching ``css`` and return its last word; None when the list was
+    being replaced under the click (try again)."""
+    try:
+        link = driver.find_element(By.CSS_SELECTOR, css)
+        words = str(link.text).split()
+        if not words:
+            return None
+        link.click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+    return words[-1]
+
+
 def check_live_page(driver: Any, url: str, worker_names: list[str]) -> None:
     """The experiment page at ``url``: live results, charts, runs in flight, a failure, a trial page."""
     driver.get(url)
@@ -113,18 +127,29 @@ def check_live_page(driver: Any, url: str, worker_names: list[str]) -> None:
         f"a run on one of {worker_names} with its heartbeat",
         90,
     )
-    assert any(n in text(driver, "#workers") for n in worker_names)
+    # live fragments are replaced as events arrive: read them with ``until``, never once
+    until(driver, lambda: any(n in text(driver, "#workers") for n in worker_names), "the workers listed", 30)
     # a failure and its message
     until(driver, lambda: FAILURE in text(driver, "#failures"), "a failure message", 120)
     assert same_page(driver)
-    assert "error" in text(driver, "#failures .kinds")
-    link = driver.find_element(By.CSS_SELECTOR, "#failures li.failure summary a")
-    trial = link.text.split()[-1]
-    link.click()
+    until(driver, lambda: "error" in text(driver, "#failures .kinds"), "failures counted by kind", 30)
+    trial = until(
+        driver, lambda: follow_first(driver, "#failures li.failure summary a"), "a failure's link", 30
+    )
     until(driver, lambda: f"Trial {trial}" in text(driver, "h1"), f"the page of trial {trial}", 30)
-    page = text(driver, "#trial")
-    assert FAILURE in page and "failed:error" in page
-    assert any(f"x {v}" in text(driver, "#trial table.params") for v in (0, 1))
+    # the trial's page is live too: read it with ``until``
+    until(
+        driver,
+        lambda: FAILURE in text(driver, "#trial") and "failed:error" in text(driver, "#trial"),
+        f"trial {trial}'s failure message and status",
+        30,
+    )
+    until(
+        driver,
+        lambda: any(f"x {v}" in text(driver, "#trial table.params") for v in (0, 1)),
+        f"trial {trial}'s config, with x below 2",
+        30,
+    )
     assert driver.current_url.endswith(f"/trial/{trial}")
     driver.back()
     until(driver, lambda: drawn(driver, "chart-trial") > 0, "the experiment's page again", 60)
