@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
+from . import views
 from .service import Dashboard, DashboardError, UnknownExperiment
 from .views import audit_view, clock_text, metric_text
 from .watch import Watcher
@@ -149,8 +150,7 @@ class _SecurityHeaders:
 
 def _json_for_html(data: Any) -> Markup:
     """JSON safe inside a ``<script type="application/json">`` element."""
-    text = json.dumps(data, separators=(",", ":"), default=str)
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return Markup(views.json_for_html(data))
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -270,7 +270,7 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
         ctx = exp_ctx(request, w.where, w.name)
         shared, frags = await _page_work(dash, pages.shared, w, ctx)
         live = await _page_work(dash, pages.live, w, shared, ctx)
-        points, n, generation, _ = await _page_work(dash, dash.points, w, 0, shared["generation"])
+        points, n, generation = await _page_work(dash, dash.points_text, w)
         boot = {
             "page": "experiment",
             "stream": f"{ctx['exp_url']}/stream",
@@ -278,13 +278,13 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
             "v": shared["version"],
             "g": generation,
             "n": n,
-            "points": points,
             "population": shared["population"],
             "maximize": shared["maximize"],
         }
+        head = views.json_for_html(boot)  # then the points, encoded once per point and kept
         ctx.update(
             fragments={**frags, **live},
-            boot=_json_for_html(boot),
+            boot=Markup(f'{head[:-1]},"points":{points}}}'),
             plotly_version=plotly.etag.strip('"') or __version__,
         )
         return HTMLResponse(pages.render("experiment.html", ctx), headers={"Cache-Control": "no-store"})
@@ -373,7 +373,10 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
     async def plotly_route(request: Request) -> Response:
         return await plotly.response(request)
 
-    middleware = [Middleware(_SecurityHeaders), Middleware(GZipMiddleware, minimum_size=2048)]
+    middleware = [
+        Middleware(_SecurityHeaders),
+        Middleware(GZipMiddleware, minimum_size=2048, compresslevel=1),
+    ]
     if allowed_hosts is not None:
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     routes = [

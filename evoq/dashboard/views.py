@@ -8,6 +8,7 @@ template or for the charts. Nothing here reads a clock, a log or Redis.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -282,6 +283,12 @@ def audit_view(report: Any, checked: int, fed: int, finished: bool) -> dict[str,
 def points_json(points: Sequence[Point]) -> list[list[Any]]:
     """Counted ends of runs for the charts: ``[trial, time in ms, metric or None, kind, attempt]``."""
     return [[p.trial, round(p.at * 1000), _finite(p.metric), p.kind, p.attempt] for p in points]
+
+
+def json_for_html(data: Any) -> str:
+    """Compact JSON, safe inside a ``<script type="application/json">`` element."""
+    text = json.dumps(data, separators=(",", ":"), default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def population_json(population: Sequence[Mapping[str, Any]], rows: Mapping[int, TrialRow]) -> list[list[Any]]:

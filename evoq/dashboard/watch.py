@@ -183,6 +183,7 @@ class Watcher:
             self.table = TrialTable()
             self.children: dict[int, list[int]] = {}
             self.points: list[Point] = []
+            self.points_text: list[str] = []  # ``points`` as JSON, filled by the dashboard's pages
             self.failure_kinds: dict[tuple[int, int], str] = {}
             self.results_at: deque[tuple[float, int]] = deque(maxlen=256)
             self.first_at: float | None = None

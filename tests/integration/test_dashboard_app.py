@@ -150,6 +150,13 @@ def test_updates_are_pushed_as_the_log_grows(site):
     assert update["n"] == ends + len(update["points"])
     assert f'<span id="results">{final.results}</span>' in update["html"]["progress"]
     assert {"failures", "lineage", "population", "params"} <= set(update["html"])
+    # a page loaded once all is folded carries every point: those encoded for the first page
+    # (kept) and the new ones
+    wait_for(lambda: json.loads(get(server.url + "/x/embedded/alpha/state.json")[1])["events"] == len(events))
+    again = boot(get(server.url + "/x/embedded/alpha")[1])
+    assert again["points"][: len(b["points"])] == b["points"]
+    assert [p[0] for p in again["points"]] == [e.trial for _, e, _ in counted_terminals(events)]
+    assert again["n"] == len(again["points"]) and again["g"] == b["g"]
 
 
 def collect(url: str, into: list[dict]) -> threading.Thread:
