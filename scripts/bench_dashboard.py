@@ -16,7 +16,8 @@ open the experiment's page. Figures (medians over the runs, and the worst run):
   (process start, one read and fold of the log);
 * ``first_paint_ms``: navigation start to first contentful paint — the page's numbers and
   tables, server-rendered from the fold — in one browser while the other one is open and live;
-  ``charts_ms``: to the two charts drawn with every result. The first visit of each browser
+  ``charts_ms``: to the two charts with every result on screen (the frame after drawing them
+  painted; before 2026-11-30 this was taken before that paint). The first visit of each browser
   (an empty cache: Plotly's 4.8 MB bundle is fetched) is reported apart (``first_visit_*``);
 * ``event_visible_ms``: from just before a new event is appended (a trial's start and result,
   and the next submission, as worker and controller write them) to the page showing it, in each
@@ -114,8 +115,11 @@ def page_load(driver: Any, url: str) -> tuple[float, float]:
     """Navigate; return (first contentful paint, charts drawn) in ms since navigation start."""
     driver.get(url)
     charts = wait_for(lambda: driver.execute_script("return document.body.dataset.chartsMs"), timeout=60)
-    fcp = driver.execute_script(
-        "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;"
+    fcp = wait_for(
+        lambda: driver.execute_script(
+            "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null;"
+        ),
+        timeout=10,
     )
     return float(fcp), float(charts)
 
