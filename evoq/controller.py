@@ -62,6 +62,19 @@ TRIAL_ENTRY = "workers.trial.run_trial"
 SERIALIZER = "workers.serializer.MsgpackSerializer"
 JOB_CLASS = "workers.job.EvoqJob"
 
+
+def fetch_job(client: redis.Redis, job_id: str) -> Job:
+    """An evoq job read back from Redis with the workers' job class, which reads a hash RQ's own
+    class would raise on (a hostile value, a zlib bomb) as a refused job instead.
+
+    Raises:
+        NoSuchJobError: no such job.
+    """
+    from workers.job import EvoqJob
+
+    return EvoqJob.fetch(job_id, connection=client, serializer=SERIALIZER)
+
+
 __all__ = [
     "Controller",
     "ControllerError",
@@ -545,7 +558,7 @@ class Controller:
 
     def _failure_detail(self, job_id: str) -> str:
         try:
-            job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
+            job = fetch_job(self.client, job_id)
             result = job.latest_result()
             text = (result.exc_string or "") if result is not None else ""
         except Exception:  # the detail is a courtesy; never let it stop the controller
@@ -632,7 +645,7 @@ class Controller:
 
     def _stop_job(self, job_id: str, *, cancel: bool = True) -> str | None:
         try:
-            job = Job.fetch(job_id, connection=self.client, serializer=SERIALIZER)
+            job = fetch_job(self.client, job_id)
             status = job.get_status(refresh=False)
             if cancel and status in ("queued", "deferred", "scheduled"):
                 job.cancel()
@@ -644,6 +657,8 @@ class Controller:
             return None
         except redis.RedisError as exc:
             log.warning("could not stop job %s: %s", job_id, exc)
+        except Exception as exc:  # a job hash someone else wrote: never stop the controller for it
+            log.warning("could not stop job %s (%s: %s)", job_id, type(exc).__name__, str(exc)[:200])
         return None
 
     def step(self) -> bool:

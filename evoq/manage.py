@@ -13,9 +13,8 @@ from typing import Any
 
 import redis
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
-from .controller import SERIALIZER
+from .controller import fetch_job
 from .embedded import is_locked, lock_path
 from .events import TrialSubmitted
 from .keys import EXPERIMENTS, Keys, check_name
@@ -117,7 +116,7 @@ def delete_experiment(name: str, client: redis.Redis | None, log_dir: Path) -> s
     jobs = 0
     for trial, attempt in sorted(runs):
         try:
-            Job.fetch(keys.job_id(trial, attempt), connection=client, serializer=SERIALIZER).delete()
+            fetch_job(client, keys.job_id(trial, attempt)).delete()
             jobs += 1
         except NoSuchJobError:
             continue

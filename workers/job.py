@@ -20,9 +20,11 @@ of this: RQ imports whatever function path a job names, and acts on the hash's f
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.utils import decode_redis_hash
 
 # Imported here, in `rq worker`'s main process (which loads this module as --job-class), so that a
@@ -46,6 +48,11 @@ HASH_FIELDS = frozenset({
 """Fields of an evoq job's hash, as RQ writes them over the job's life."""
 MUST_BE_EMPTY = ("success_callback_name", "failure_callback_name", "stopped_callback_name", "group_id")
 MAX_HASH_FIELDS = 64
+MAX_JOB_DATA = 1 << 20
+"""Bytes a job's ``data`` may hold, before and after RQ decompresses it (evoq's payloads are a
+few KiB): a larger one, or a zlib bomb, is refused unread."""
+MAX_HASH_BYTES = 4 << 20
+"""Bytes of the whole job hash (a failed job's traceback included)."""
 
 
 class RefusedJobError(EvoqError):
@@ -69,6 +76,44 @@ def hash_refusal(fields: dict[str, Any], origin: str) -> str | None:
     return None
 
 
+def size_refusal(fields: dict[str, Any]) -> str | None:
+    """Why a job hash is too large to read (None when it is not): its fields together, or its
+    data, raw or once zlib-decompressed (decompressed no further than the limit)."""
+    total = sum(len(k) + (len(v) if isinstance(v, bytes | str) else 0) for k, v in fields.items())
+    if total > MAX_HASH_BYTES:
+        return f"the job hash holds {total} bytes (at most {MAX_HASH_BYTES})"
+    data = fields.get("data")
+    if not isinstance(data, bytes):
+        return None
+    if len(data) > MAX_JOB_DATA:
+        return f"the job's data holds {len(data)} bytes (at most {MAX_JOB_DATA})"
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_JOB_DATA + 1)
+    except zlib.error:
+        return None  # not compressed: RQ reads it as it is
+    if len(out) > MAX_JOB_DATA or inflater.unconsumed_tail:
+        return f"the job's data decompresses to more than {MAX_JOB_DATA} bytes"
+    return None
+
+
+REFUSED_FUNCTION = "evoq.refused"
+"""The function a quarantined job names (in no allowlist: it is never imported)."""
+
+
+def _quarantined(fields: dict[str, Any], serializer: Any) -> dict[bytes, bytes]:
+    """What an unreadable job is restored from: data naming :data:`REFUSED_FUNCTION` with no
+    arguments, and only the fields RQ needs to fail it, each one known to parse."""
+    out = {b"data": serializer.dumps((REFUSED_FUNCTION, None, [], {}))}
+    origin = fields.get("origin")
+    if isinstance(origin, bytes) and len(origin) <= 200:
+        out[b"origin"] = origin.decode(errors="replace").encode()
+    status = fields.get("status")
+    text = status.decode(errors="replace") if isinstance(status, bytes) else ""
+    out[b"status"] = text.encode() if text in {s.value for s in JobStatus} else b"queued"
+    return out
+
+
 class EvoqJob(Job):
     """An RQ job restricted to evoq's trial entry, with no RQ feature evoq does not set."""
 
@@ -76,9 +121,25 @@ class EvoqJob(Job):
 
     def restore(self, raw_data: Any) -> Any:
         """Load the job hash, note why it must not run (if so), and drop every feature evoq does
-        not use, whatever the hash said."""
-        result = super().restore(raw_data)
-        self._evoq_refusal = hash_refusal(decode_redis_hash(raw_data), self.origin)
+        not use, whatever the hash said.
+
+        A hash RQ cannot read (a field that does not parse, a data field too large or a zlib
+        bomb) would stop the worker that dequeues it, and every worker after it: such a job is
+        restored from :func:`_quarantined` fields instead, refused, and failed without running.
+        """
+        fields = decode_redis_hash(raw_data) if isinstance(raw_data, dict) else {}
+        why = size_refusal(fields)
+        result: Any = None
+        if why is None:
+            try:
+                result = super().restore(raw_data)
+            except NoSuchJobError:  # no data at all: RQ skips it as a job that is gone
+                raise
+            except Exception as exc:  # hostile values RQ's own parsing trips on
+                why = f"RQ cannot read the job hash ({type(exc).__name__}: {str(exc)[:80]})"
+        if why is not None:
+            result = super().restore(_quarantined(fields, self.serializer))
+        self._evoq_refusal = why or hash_refusal(fields, self.origin)
         if self._evoq_refusal is None and self._status == "canceled":
             self._evoq_refusal = "the job was cancelled (its experiment ended)"
         self.webhooks = []

@@ -29,7 +29,7 @@ import redis
 
 from ..audit import AuditReport, audit_entries
 from ..codec import CodecError, decode
-from ..controller import SERIALIZER
+from ..controller import fetch_job
 from ..events import TrialCompleted, TrialFailed, TrialSubmitted
 from ..filelog import FileLog, FrameError, TornTailWarning
 from ..keys import Keys
@@ -440,16 +440,17 @@ class Probe:
 
     def _heartbeats(self, runs: list[tuple[int, int]]) -> dict[tuple[int, int], Heartbeat]:
         from rq.exceptions import NoSuchJobError
-        from rq.job import Job
 
         for run in runs:
             if run not in self._jobs:
                 try:
-                    job = Job.fetch(self.keys.job_id(*run), connection=self.client, serializer=SERIALIZER)
+                    job = fetch_job(self.client, self.keys.job_id(*run))
                     payload = job.args[0] if job.args else {}
                     ttl = payload.get("heartbeat_ttl") if isinstance(payload, dict) else None
                     self._jobs[run] = (float(ttl) if isinstance(ttl, int | float) else None, job.origin)
-                except (NoSuchJobError, ValueError, TypeError, LookupError, CodecError):
+                except NoSuchJobError:
+                    self._jobs[run] = (None, None)
+                except Exception:  # a hash someone else wrote: shown without its heartbeat TTL
                     self._jobs[run] = (None, None)
         for old in [r for r in self._jobs if r not in runs]:
             del self._jobs[old]

@@ -9,11 +9,14 @@ records instead of failing on them.
 from __future__ import annotations
 
 import http.server
+import inspect
 import json
 import os
+import re
 import signal
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from evoq.redislog import RedisLog
 from evoq.space import SearchSpace
 from evoq.strategy import Strategy
 from evoq.testing import free_port
+from workers.job import EvoqJob
 from workers.payload import make_payload
 
 from ..cluster import ROOT, RedisServer, Worker, controller, evoq, wait_for, write_spec
@@ -221,6 +225,92 @@ def test_jobs_carrying_anything_evoq_does_not_set_are_refused_and_send_nothing(s
     retried = probes["retry"].id  # failed for good: not queued again, not scheduled for a retry
     assert client.lpos("rq:queue:evoq", retried) is None
     assert client.zscore("rq:scheduled:evoq", retried) is None
+
+
+def fields_rq_reads() -> list[str]:
+    """Every job hash field RQ's ``Job.restore`` reads (from its source: a newer RQ that reads
+    more is probed for them too)."""
+    source = inspect.getsource(Job.restore)
+    names = re.findall(r"obj\[['\"](\w+)['\"]\]|obj\.get\(['\"](\w+)['\"]|['\"](\w+)['\"] in obj", source)
+    found = sorted({n for group in names for n in group if n} - {"data"})
+    assert {"status", "timeout", "created_at", "dependency_ids", "retry_intervals"} <= set(found)
+    return found
+
+
+def rq_cannot_read(client: Any, fields: dict[str, bytes]) -> bool:
+    """Whether RQ's own job class fails to load this hash."""
+    job = Job("probe", connection=client, serializer=SERIALIZER)
+    try:
+        job.restore(fields)
+    except Exception:
+        return True
+    return False
+
+
+def test_job_hashes_rq_cannot_read_are_refused_and_never_stop_a_worker(server, tmp_path):
+    """A value RQ's own parsing trips on (in every field it reads), a data field too large, a
+    zlib bomb: before the fix one such job made the worker that dequeued it quit (exit 0), and
+    the bomb took 1.85 GB of its memory. Each is refused and failed; the job after them runs."""
+    client = server.client()
+    create_experiment(client, "unreadable")
+    good = ("tests.hostile_trials:train", {"x": 1})
+    bad: dict[str, Job] = {}
+    fields = fields_rq_reads()
+    for i, field in enumerate(fields):
+        bad[field] = enqueue(client, "unreadable", i, *good)
+        client.hset(bad[field].key, field, b"\xff{[not a value")
+    n = len(fields)
+    bad["data_too_large"] = enqueue(client, "unreadable", n, *good)
+    client.hset(bad["data_too_large"].key, "data", os.urandom(2 << 20))
+    bad["zlib_bomb"] = enqueue(client, "unreadable", n + 1, *good)
+    client.hset(bad["zlib_bomb"].key, "data", zlib.compress(b"\0" * (256 << 20), 9))  # 256 MiB from 0.25 MB
+    enqueue(client, "unreadable", n + 2, "tests.hostile_trials:train", {"x": 2})
+    unreadable = {k for k, job in bad.items() if rq_cannot_read(client, client.hgetall(job.key))}
+    assert {"status", "timeout", "created_at", "retry_intervals"} <= unreadable
+    drain(server, tmp_path / "marker")
+    ends = outcomes(client, "unreadable")
+    assert isinstance(ends.get(n + 2), TrialCompleted), "the job queued after the unreadable ones did not run"
+    assert ends[n + 2].metric == 2.0
+    for name, job in bad.items():
+        status = client.hget(job.key, "status")
+        assert status in (b"failed", b"finished"), (name, status)  # ended: nothing left queued
+        if name in unreadable or name in ("data_too_large", "zlib_bomb"):
+            assert status == b"failed", name
+            loaded = EvoqJob.fetch(job.id, connection=client, serializer=SERIALIZER)
+            result = loaded.latest_result()
+            text = (result.exc_string or "") if result is not None else ""
+            assert "refused" in text, (name, text)
+    assert client.llen("rq:queue:evoq") == 0
+
+
+def test_a_controller_whose_job_hashes_are_rewritten_goes_on(server, tmp_path):
+    """One HSET of a value RQ cannot parse on a queued job stopped the controller with a
+    traceback (declaring the run lost, it read the job back with RQ's own class). Now the run is
+    declared lost, run again, and the experiment completes."""
+    client = server.client()
+    spec = write_spec(
+        tmp_path / "s.toml", "rewritten", "tests.trials:quick", "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3]",
+        population_size=4, sample_size=2, cycles=8,
+    )  # fmt: skip
+    proc = controller(spec, server.url)
+    workers: list[Worker] = []
+    try:
+        first = "rq:job:" + Keys("rewritten").job_id(0, 0)
+        wait_for(lambda: client.hget(first, "status") == b"queued", timeout=60)  # no worker yet
+        client.hset(first, mapping={"status": "bogus", "timeout": "1x"})
+        wait_for(lambda: client.exists("rq:job:" + Keys("rewritten").job_id(0, 1)), timeout=60)
+        workers = [Worker(server.url, f"rw-{time.monotonic_ns()}", EVOQ_TEST_SLEEP="0.05")]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        for w in workers:
+            w.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    final = json.loads(out)
+    assert final["status"] == "completed" and final["results"] == 8
+    lost = [e for e in outcomes(client, "rewritten").values() if isinstance(e, TrialFailed)]
+    assert all(e.kind == "lost" for e in lost)
 
 
 def test_a_pickled_payload_never_unpickles(server, tmp_path):
