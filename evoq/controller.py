@@ -145,7 +145,7 @@ def experiment_matches(
     diffs = []
     a, b = SearchSpace.parse(logged.space), SearchSpace.parse(requested.space)
     if a != b:
-        diffs.append(f"the space ({space_diff(a, b)})")
+        diffs.append(f"space ({space_diff(a, b)})")
     sa, sb = Strategy.from_dict(logged.strategy).to_dict(), Strategy.from_dict(requested.strategy).to_dict()
     keys = [k for k in sa if k != "cycles" and (given is None or k in given)]
     diffs.extend(f"strategy.{k} ({sb[k]!r}; the log has {sa[k]!r})" for k in keys if sa[k] != sb[k])
@@ -364,13 +364,7 @@ class Controller:
     def _on_regression(self) -> None:
         folded = self.state.events
         lost_from = self.last_id
-        self.replay()
-        if self.state.experiment is None:
-            raise LogRegressedError(
-                f"the log of experiment {self.experiment.name!r} in {self.opts.backend} lost the entries "
-                f"this controller had folded ({folded} events up to {lost_from}) and no longer holds the "
-                "experiment; restore it from an export or start it again"
-            )
+        self._replay_or_fail(folded, lost_from)
         log.warning(
             "the log of %r lost its tail (had folded %d events up to %s, it now holds %d): replayed it",
             self.experiment.name,
@@ -378,6 +372,18 @@ class Controller:
             lost_from,
             self.state.events,
         )
+
+    def _replay_or_fail(self, folded: int, lost_from: str | None) -> None:
+        """Replay from scratch; raise LogRegressedError when the log no longer holds this
+        experiment (a Redis restarted empty, a deleted or foreign stream)."""
+        self.replay()
+        exp = self.state.experiment
+        if exp is None or experiment_matches(exp, self.experiment, self.given):
+            raise LogRegressedError(
+                f"the log of experiment {self.experiment.name!r} in {self.opts.backend} lost the entries "
+                f"this controller had folded ({folded} events up to {lost_from}) and no longer holds the "
+                "experiment; restore it from an export or start it again"
+            )
 
     def _enqueue(self, p: Proposal, pipe: Any) -> None:
         from workers.trial import make_payload
@@ -422,14 +428,15 @@ class Controller:
             detail = f"; first rejected record {first.position}: {first.reason}" if first else ""
             raise ControllerError(
                 f"the log of {self.experiment.name!r} in {self.opts.backend} holds {self.state.events} "
-                f"records but no readable experiment_created record{detail}"
+                f"records but no readable experiment_created record{detail}; restore it from an export, "
+                f"or remove it with `evoq delete {self.experiment.name} --yes`"
             )
         diffs = experiment_matches(exp, self.experiment, self.given)
         if diffs:
             self.lease.release()
             raise ExperimentMismatchError(
                 f"experiment {exp.name!r} already exists in {self.opts.backend} with another "
-                f"{', '.join(diffs)}: run it as logged, or start a new one under another name "
+                f"{'; another '.join(diffs)}: run it as logged, or start a new one under another name "
                 f"(--name) or after `evoq delete {exp.name} --yes`"
             )
         self._extend_if_asked()
@@ -752,7 +759,7 @@ class Controller:
         self._workers_cache = (0.0, 0)
         self._share_cache = (-1e9, 1)
         self._connected = (-1e9, set(), set())
-        self.replay()
+        self._replay_or_fail(self.state.events, self.last_id)
         log.info("Redis is back; replayed %d events", self.state.events)
 
     def stop(self) -> None:

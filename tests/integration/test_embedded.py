@@ -175,7 +175,7 @@ def test_a_finished_run_is_extended_and_other_changes_are_refused_by_name(tmp_pa
     changed = spec.read_text().replace("x = [0, 1, 2, 3, 4, 5, 6, 7]", "x = [0, 1, 2]")
     (tmp_path / "changed.toml").write_text(changed.replace('name = "ext"', 'name = "ext"'))
     proc = evoq("run", "changed.toml", cwd=tmp_path)
-    one_line_error(proc, "the space (changed 'x')", "in the embedded log")
+    one_line_error(proc, "another space (changed 'x')", "in the embedded log")
     assert "population_size" not in proc.stderr and "sample_size" not in proc.stderr
 
 

@@ -18,7 +18,7 @@ from evoq.redislog import RedisLog
 from evoq.reducer import replay
 from evoq.report import summary
 
-from ..cluster import RedisServer, Worker, controller, stream_events, wait_for, write_spec
+from ..cluster import RedisServer, Worker, controller, one_line_error, stream_events, wait_for, write_spec
 
 SPACE = "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3, 4, 5, 6, 7]"
 SERIALIZER = "workers.serializer.MsgpackSerializer"
@@ -246,6 +246,33 @@ def test_redis_restart_mid_run(tmp_path, server, workers):
     code, final, err = finish(proc, timeout=120)
     assert code == 0, err
     assert_sound(server, "rr", final)
+
+
+def test_redis_restarted_empty_mid_run_stops_the_controller_with_one_line(tmp_path, server, workers):
+    """A Redis that comes back without its data (no persistence, a new instance) no longer holds
+    the experiment: before, the controller replayed nothing and died on an assertion (exit 1, a
+    traceback); now it says what happened, exit 2."""
+    spec = write_spec(
+        tmp_path / "s.toml", "gone", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=400
+    )
+    workers(2, EVOQ_TEST_SLEEP="0.1")
+    proc = controller(spec, server.url)
+    client = server.client()
+    wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "gone")) >= 4)
+    server.stop(signal.SIGKILL)
+    for f in server.directory.rglob("*.aof*"):
+        f.unlink()
+    for f in (
+        (server.directory / "appendonlydir").glob("*")
+        if (server.directory / "appendonlydir").exists()
+        else []
+    ):
+        f.unlink()
+    server.start()
+    out, err = proc.communicate(timeout=120)
+    one_line_error(
+        subprocess.CompletedProcess([], proc.returncode, out, err), "no longer holds the experiment"
+    )
 
 
 def test_allowlist_refuses_other_trials(tmp_path, server, workers):
