@@ -35,8 +35,12 @@ from .reducer import State, StateBuilder
 from .report import (
     TRIAL_COLUMNS,
     best_lines,
+    clock_text,
     first_line,
+    json_safe,
     kinds_in_words,
+    metric_text,
+    printable,
     summary,
     top_json,
     top_lines,
@@ -44,6 +48,12 @@ from .report import (
 )
 from .sources import EMBEDDED_DIR, Loaded, connect, open_source
 from .spec import Spec, SpecError, load_spec
+
+
+def echo(message: str = "", **kwargs: Any) -> None:
+    """``click.echo`` with text from the log made safe for a terminal (:func:`printable`):
+    worker names and failure messages are whatever their writer put there."""
+    click.echo(printable(message), **kwargs)
 
 
 class UserError(click.ClickException):
@@ -54,7 +64,7 @@ class UserError(click.ClickException):
 
 def fail(message: str) -> NoReturn:
     """Stop with a one-line error and exit code 2."""
-    raise UserError(message)
+    raise UserError(printable(message))
 
 
 def redis_url_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -100,7 +110,11 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
                 if r["started_at"]
                 else f"{r['trial']} queued"
             )
-            + (f" (step {r['progress']['step']}: {r['progress']['value']:.4g})" if r["progress"] else "")
+            + (
+                f" (step {r['progress']['step']}: {metric_text(r['progress']['value'])})"
+                if r["progress"]
+                else ""
+            )
             for r in data["in_flight"][:8]
         ]
         more = f" (+{len(data['in_flight']) - 8})" if len(data["in_flight"]) > 8 else ""
@@ -123,9 +137,9 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
 def print_state(state: State, as_json: bool) -> None:
     """Print a state: evoq's JSON shape, or a short human summary."""
     if as_json:
-        click.echo(json.dumps(summary(state), indent=2))
+        echo(json.dumps(json_safe(summary(state)), indent=2))
     else:
-        click.echo("\n".join(state_lines(state)))
+        echo("\n".join(state_lines(state)))
 
 
 def exit_code(state: State) -> int:
@@ -137,7 +151,7 @@ def load(source: str, redis_url: str | None, log_dir: Path) -> Loaded:
     """Read ``source`` (NAME or FILE) in full; warnings about the log go to stderr."""
     loaded = open_source(source, redis_url, log_dir).load()
     for message in loaded.source.warnings:
-        click.echo(f"evoq: warning: {message}", err=True)
+        echo(f"evoq: warning: {message}", err=True)
     if loaded.state.experiment is None:
         fail(f"{loaded.source.label} holds no readable experiment_created record")
     return loaded
@@ -231,7 +245,9 @@ class Progress:
         f = b.recent_failures[-1]
         more = f" (+{self._skipped + new - 1} more)" if self._skipped + new > 1 else ""
         self._progress.console.print(
-            f"trial {f.trial} attempt {f.attempt} {f.kind} on {f.worker or '?'}: {first_line(f.message)}{more}",
+            printable(
+                f"trial {f.trial} attempt {f.attempt} {f.kind} on {f.worker or '?'}: {first_line(f.message)}{more}"
+            ),
             markup=False,
             highlight=False,
         )
@@ -433,7 +449,7 @@ def run(
     print_state(state, as_json)
     code = exit_code(state)
     if code == 130 and interrupted:
-        click.echo("evoq: interrupted — run the same command again to resume", err=True)
+        echo("evoq: interrupted — run the same command again to resume", err=True)
     sys.exit(code)
 
 
@@ -457,7 +473,7 @@ def _local_allowlist(
 
 
 def _note(message: str) -> None:
-    click.echo(f"evoq: {message}", err=True)
+    echo(f"evoq: {message}", err=True)
 
 
 def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool) -> NoReturn:
@@ -470,7 +486,7 @@ def _run_simulated(spec: Spec, workers: int, sim_log: Path | None, as_json: bool
     except (ValueError, ImportError) as exc:
         fail(str(exc))
     print_state(result.state, as_json)
-    click.echo(
+    echo(
         f"evoq: simulated {result.state.completed} trials on {workers} workers, {result.clock:.0f} simulated seconds",
         err=True,
     )
@@ -506,7 +522,7 @@ def _run_embedded(
     else:
         load_trial(spec.trial)  # the workers are threads of this process: fail now, in one line
     workers = n_workers if n_workers else (os.cpu_count() or 1)
-    click.echo(
+    echo(
         f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker threads); "
         f"log: {embedded_log_path(log_dir, spec.name)}"
         + (f"; trial code from {', '.join(added)}" if added else "")
@@ -521,7 +537,7 @@ def _run_embedded(
         allow=allow,
         allow_commands=allow_commands,
         wait=wait,
-        notify=lambda message: click.echo(f"evoq: {message}", err=True),
+        notify=lambda message: echo(f"evoq: {message}", err=True),
     ) as er:
         options = ControllerOptions(
             queue=queue,
@@ -621,7 +637,7 @@ def worker(
         allow_commands=allow_commands,
     )
     if print_command:
-        click.echo(cmd.shell())
+        echo(cmd.shell())
         return
     connect(redis_url)
     os.execve(sys.executable, cmd.argv, cmd.full_env())
@@ -648,12 +664,12 @@ def status(source: str, redis_url: str | None, log_dir: Path, as_json: bool, n_f
     loaded = load(source, redis_url, log_dir)
     size = loaded.source.size()
     if as_json:
-        click.echo(json.dumps({**summary(loaded.state), "log": size}, indent=2))
+        echo(json.dumps(json_safe({**summary(loaded.state), "log": size}), indent=2))
         return
-    click.echo("\n".join(state_lines(loaded.state, failures=n_failures)))
+    echo("\n".join(state_lines(loaded.state, failures=n_failures)))
     where = "Redis stream" if size["records"] is not None else "log file"
     mib = f"{size['bytes'] / 2**20:.2f} MiB" if size["bytes"] is not None else "size unknown"
-    click.echo(f"  {where}: {loaded.state.events} records, {mib}")
+    echo(f"  {where}: {loaded.state.events} records, {mib}")
 
 
 @main.command()
@@ -685,7 +701,7 @@ def trials(
     if limit:
         rows = rows[-limit:]
     if fmt == "json":
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        echo(json.dumps(json_safe([r.to_json() for r in rows]), indent=2))
         return
     if fmt == "csv":
         buf = io.StringIO()
@@ -694,9 +710,9 @@ def trials(
         for r in rows:
             d = r.to_json()
             w.writerow([*(d[c] if d[c] is not None else "" for c in TRIAL_COLUMNS), json.dumps(d["config"])])
-        click.echo(buf.getvalue(), nl=False)
+        echo(buf.getvalue(), nl=False)
         return
-    click.echo(
+    echo(
         f"{'trial':>5} {'att':>3} {'phase':<6} {'parent':>6} {'status':<22} {'metric':>10} {'dur s':>7}  worker / message"
     )
     for r in rows:
@@ -706,7 +722,7 @@ def trials(
         tail = r.worker + (f": {first_line(r.message, 100)}" if r.message else "")
         if r.curve and r.status in ("running", "completed"):
             tail += f"  [{len(r.curve)} intermediate, last {r.curve[-1][1]:.4g} at step {r.curve[-1][0]}]"
-        click.echo(
+        echo(
             f"{r.trial:>5} {r.attempt:>3} {r.phase:<6} {parent:>6} {r.status:<22} {metric:>10} {dur:>7}  {tail}"
         )
 
@@ -724,10 +740,10 @@ def top(source: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool
     assert st is not None
     rows = top_json(trial_rows(loaded.events), k, maximize=st.maximize)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=list))
+        echo(json.dumps(json_safe(rows), indent=2, default=list))
         return
     for line in top_lines(rows):
-        click.echo(line)
+        echo(line)
 
 
 @main.command("list")
@@ -740,17 +756,17 @@ def list_(redis_url: str | None, log_dir: Path, as_json: bool) -> None:
 
     rows = list_experiments(connect(redis_url) if redis_url else None, log_dir)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(json_safe(rows), indent=2))
         return
     if not rows:
-        click.echo("no experiments" + ("" if redis_url else f" in {log_dir} (set REDIS_URL for a Redis)"))
+        echo("no experiments" + ("" if redis_url else f" in {log_dir} (set REDIS_URL for a Redis)"))
         return
-    click.echo(f"{'name':<24} {'where':<9} {'status':<10} {'results':>13} {'best':>12}  last activity")
+    echo(f"{'name':<24} {'where':<9} {'status':<10} {'results':>13} {'best':>12}  last activity")
     for r in rows:
         best = "-" if r["best"] is None else f"{r['best']:.6g}"
-        last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_at"])) if r["last_at"] else "-"
+        last = clock_text(r["last_at"])
         results = f"{r['results']}/{r['cycles']}"
-        click.echo(f"{r['name']:<24} {r['where']:<9} {r['status']:<10} {results:>13} {best:>12}  {last}")
+        echo(f"{r['name']:<24} {r['where']:<9} {r['status']:<10} {results:>13} {best:>12}  {last}")
 
 
 @main.command()
@@ -765,7 +781,7 @@ def delete(name: str, redis_url: str | None, log_dir: Path, yes: bool) -> None:
     if not yes:
         fail(f"deleting experiment {name!r} removes its whole log; pass --yes to do it")
     done = delete_experiment(name, connect(redis_url) if redis_url else None, log_dir)
-    click.echo(f"deleted experiment {name!r}: {done}")
+    echo(f"deleted experiment {name!r}: {done}")
 
 
 @main.command()
@@ -800,7 +816,7 @@ def export(source: str, output: Path, redis_url: str | None, log_dir: Path) -> N
     for _ in out.read():
         pass
     head = out.head.hex() if out.head is not None else "-"
-    click.echo(f"wrote {len(records)} records to {output}; chain head {head}", err=True)
+    echo(f"wrote {len(records)} records to {output}; chain head {head}", err=True)
 
 
 @main.command()
@@ -818,7 +834,7 @@ def plot(source: str, output: Path, redis_url: str | None, log_dir: Path) -> Non
         draw(events, output)
     except (OSError, ValueError) as exc:
         fail(f"cannot write {output}: {getattr(exc, 'strerror', None) or exc}")
-    click.echo(f"wrote {output}", err=True)
+    echo(f"wrote {output}", err=True)
 
 
 @main.command()
@@ -863,20 +879,20 @@ def audit(source: str, redis_url: str | None, log_dir: Path, as_json: bool, expe
         rep = audit_entries(src.entries())
         rep.chain = "absent (a live Redis stream; export it for a chained file)"
     if as_json:
-        click.echo(json.dumps(rep.to_json(), indent=2, default=str))
+        echo(json.dumps(json_safe(rep.to_json()), indent=2, default=str))
     else:
-        click.echo(
+        echo(
             f"{src.label}: {rep.records} records, chain {rep.chain}, head {rep.head or '-'}; "
             f"{rep.decisions_checked} decisions re-derived, {rep.ignored_terminal} duplicate terminal events ignored, "
             f"{rep.rejected} records rejected; status {rep.status}"
         )
         for f in rep.findings[:20]:
-            click.echo(f"FAIL record {f.record} (position {f.position}) [{f.kind}]: {f.message}")
+            echo(f"FAIL record {f.record} (position {f.position}) [{f.kind}]: {f.message}")
             if f.field is not None:
-                click.echo(f"  field {f.field}: logged {f.logged!r}, expected {f.expected!r}")
+                echo(f"  field {f.field}: logged {f.logged!r}, expected {f.expected!r}")
         if len(rep.findings) > 20:
-            click.echo(f"... and {len(rep.findings) - 20} more findings (--json lists them all)")
-        click.echo("audit: clean" if rep.ok else "audit: FAILED")
+            echo(f"... and {len(rep.findings) - 20} more findings (--json lists them all)")
+        echo("audit: clean" if rep.ok else "audit: FAILED")
     sys.exit(0 if rep.ok else 1)
 
 
@@ -892,7 +908,7 @@ def lineage(source: str, fmt: str, redis_url: str | None, log_dir: Path) -> None
     from .lineage import lineage as build
     from .lineage import render
 
-    click.echo(render(build(load(source, redis_url, log_dir).events), fmt), nl=False)
+    echo(render(build(load(source, redis_url, log_dir).events), fmt), nl=False)
 
 
 @main.command()
@@ -955,7 +971,7 @@ def dashboard(
             raise
         page = f"/x/{where}/{experiment}"
     behind = f"; links carry the proxy's prefix {root_path}" if root_path else ""
-    click.echo(f"evoq dashboard: {server.url}{page} (read-only{behind}; Ctrl-C to stop)")
+    echo(f"evoq dashboard: {server.url}{page} (read-only{behind}; Ctrl-C to stop)")
     # follow the experiments being run from the start, so that their pages open at once
     threading.Thread(target=server.dash.follow_live, name="evoq-dashboard-warm", daemon=True).start()
     server.serve()
@@ -984,7 +1000,7 @@ def acl(name: str, worker_user: str, controller_user: str) -> None:
             check_name(name)
         except ValueError as exc:
             fail(str(exc))
-    click.echo("\n".join(acl_rules(name, worker_user=worker_user, controller_user=controller_user)))
+    echo("\n".join(acl_rules(name, worker_user=worker_user, controller_user=controller_user)))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,64 @@ from .events import (
     TrialSubmitted,
 )
 from .reducer import FailureNote, Individual, State, StateBuilder, finish_reason
+
+LATEST_TIME = 253402300799.0
+"""9999-12-31 23:59:59 UTC: a logged time beyond it (or not finite) is shown as unknown."""
+
+
+def known_time(at: Any) -> float | None:
+    """A logged Unix time as a finite float in years 1970-9999, else None (times come from
+    whoever wrote the log: a forged ``inf`` or ``1e300`` must not break what shows them)."""
+    if (
+        isinstance(at, int | float)
+        and not isinstance(at, bool)
+        and math.isfinite(at)
+        and 0 < at <= LATEST_TIME
+    ):
+        return float(at)
+    return None
+
+
+def clock_text(at: float | None) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM:SS``; ``"-"`` for None, 0 or a time no clock shows."""
+    known = known_time(at)
+    if known is None:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(known))
+    except (OverflowError, OSError, ValueError):
+        return "-"
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences that set the title,
+    clear the screen or hide text; C1 controls; bidirectional overrides) are shown escaped, as
+    ``\\x1b``, instead of acting. Logged names and messages come from whoever wrote the log."""
+    return _CONTROLS.sub(
+        lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+def metric_text(metric: float | None) -> str:
+    """A metric with 6 significant digits; ``"-"`` for None or a non-finite value."""
+    if not isinstance(metric, int | float) or not math.isfinite(metric):
+        return "-"
+    return f"{metric:.6g}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None: JSON any strict parser reads
+    (``json.dumps`` writes ``NaN``/``Infinity`` otherwise, which JSON does not have)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

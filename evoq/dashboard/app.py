@@ -38,9 +38,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
+from ..report import clock_text, json_safe, metric_text, printable
 from . import views
 from .service import Dashboard, DashboardError, UnknownExperiment
-from .views import audit_view, clock_text, metric_text
+from .views import audit_view
 from .watch import Watcher
 
 _T = TypeVar("_T")
@@ -57,11 +58,19 @@ LIST_PUSH_S = 2.0
 SHARED_FRAGMENTS = ("failures", "lineage", "population", "params")
 LIVE_FRAGMENTS = ("progress", "running", "workers", "audit")
 
+def _shown(value: Any) -> Any:
+    """Every value a template prints: logged text with its control characters shown escaped
+    (:func:`printable`; bidirectional overrides would reorder what the page says). Markup
+    (fragments rendered by these templates) is left as it is."""
+    return printable(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 _env = Environment(
     loader=PackageLoader("evoq.dashboard", "templates"),
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_shown,
 )
 _env.filters["metric"] = lambda v: metric_text(v) if isinstance(v, int | float) else "-"
 _env.filters["clock"] = clock_text
@@ -154,7 +163,7 @@ def _json_for_html(data: Any) -> Markup:
 
 
 def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+    return f"event: {event}\ndata: {json.dumps(json_safe(data), separators=(',', ':'), default=str)}\n\n".encode()
 
 
 class _Pages:
@@ -364,7 +373,7 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
             "audit": audit_view(audit.report, audit.checked, audit.fed, audit.finished),
             "error": shared["error"],
         }
-        return JSONResponse({**shared["summary"], "dashboard": extra})
+        return JSONResponse(json_safe({**shared["summary"], "dashboard": extra}))
 
     async def experiments_json(request: Request) -> Response:
         listing = await asyncio.to_thread(dash.experiments)

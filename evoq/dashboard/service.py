@@ -26,7 +26,7 @@ from ..keys import DEFAULT_QUEUE, EXPERIMENTS, Keys, check_name
 from ..manage import experiment_row, list_experiments
 from ..redislog import RedisLog
 from ..reducer import State
-from ..report import summary
+from ..report import clock_text, metric_text, summary
 from ..sources import SourceError, embedded_log_path, redis_source
 from . import views
 from .watch import Foreground, Probe, Watcher
@@ -258,7 +258,7 @@ class Dashboard:
                 "population_rows": [
                     {
                         "trial": p["trial"],
-                        "metric": views.metric_text(p["metric"]),
+                        "metric": metric_text(p["metric"]),
                         "config": ", ".join(f"{k}={views.value_text(v)}" for k, v in p["config"].items()),
                     }
                     for p in reversed(data["population"])
@@ -287,7 +287,7 @@ class Dashboard:
             "workers": workers,
             "probe_error": probe_error,
             "audit": views.audit_view(audit.report, audit.checked, audit.fed, audit.finished),
-            "now": views.clock_text(now),
+            "now": clock_text(now),
         }
 
     def points(self, w: Watcher, start: int, generation: int) -> tuple[list[list[Any]], int, int, bool]:

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..events import ExperimentCreated
 from ..lineage import ancestry, entry
-from ..report import TrialRow, _plain, first_line, kinds_in_words
+from ..report import (
+    TrialRow,
+    _plain,
+    clock_text,
+    first_line,
+    json_safe,
+    kinds_in_words,
+    known_time,
+    metric_text,
+)
 from ..strategy import Strategy
 from .watch import Heartbeat, Point, WorkerInfo
 
@@ -38,20 +46,6 @@ def duration_text(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600:02d}h"
-
-
-def metric_text(metric: float | None) -> str:
-    """A metric with 6 significant digits; ``"-"`` for None or a non-finite value."""
-    if metric is None or not math.isfinite(metric):
-        return "-"
-    return f"{metric:.6g}"
-
-
-def clock_text(at: float | None) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM:SS``; ``"-"`` for None or 0."""
-    if not at:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def value_text(value: Any) -> str:
@@ -282,12 +276,17 @@ def audit_view(report: Any, checked: int, fed: int, finished: bool) -> dict[str,
 
 def points_json(points: Sequence[Point]) -> list[list[Any]]:
     """Counted ends of runs for the charts: ``[trial, time in ms, metric or None, kind, attempt]``."""
-    return [[p.trial, round(p.at * 1000), _finite(p.metric), p.kind, p.attempt] for p in points]
+    return [[p.trial, _ms(p.at), _finite(p.metric), p.kind, p.attempt] for p in points]
+
+
+def _ms(at: float | None) -> int | None:
+    known = known_time(at)
+    return None if known is None else round(known * 1000)
 
 
 def json_for_html(data: Any) -> str:
     """Compact JSON, safe inside a ``<script type="application/json">`` element."""
-    text = json.dumps(data, separators=(",", ":"), default=str)
+    text = json.dumps(json_safe(data), separators=(",", ":"), default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -297,7 +296,7 @@ def population_json(population: Sequence[Mapping[str, Any]], rows: Mapping[int, 
     for ind in population:
         row = rows.get(ind["trial"])
         ended = row.ended_at if row is not None and row.ended_at else None
-        out.append([ind["trial"], round(ended * 1000) if ended else None, _finite(ind["metric"])])
+        out.append([ind["trial"], _ms(ended), _finite(ind["metric"])])
     return out
 
 

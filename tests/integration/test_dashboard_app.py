@@ -25,11 +25,10 @@ from evoq.audit import counted_terminals
 from evoq.codec import encode
 from evoq.dashboard import Dashboard, DashboardError
 from evoq.dashboard.server import DashboardServer
-from evoq.dashboard.views import metric_text
 from evoq.events import Event, TrialCompleted, TrialFailed, TrialSubmitted
 from evoq.filelog import FileLog
 from evoq.reducer import replay
-from evoq.report import summary
+from evoq.report import metric_text, summary
 from evoq.sources import connect
 from evoq.strategy import Strategy
 from evoq.testing import wait_for

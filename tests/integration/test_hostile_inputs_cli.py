@@ -3,17 +3,31 @@ the codec fuzzer."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError
+from urllib.request import urlopen
 
 import msgpack
 import pytest
 
 from evoq.codec import SCHEMA_VERSION, encode
-from evoq.events import TrialStarted
+from evoq.dashboard import Dashboard
+from evoq.dashboard.server import DashboardServer
+from evoq.events import Event, TrialCompleted, TrialFailed, TrialProgressed, TrialStarted
+from evoq.filelog import FileLog
+from evoq.reducer import replay
+from evoq.strategy import Strategy
 
 from ..cluster import RedisServer, evoq, one_line_error, write_spec
+from ..sim import simulate
 
 
 def test_foreign_contents_under_evoq_keys(tmp_path):
@@ -77,3 +91,78 @@ def test_fuzz_script_runs_clean():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("inputs=20000 untyped=0")
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[8mALL GOOD\x9b31m\u202e"
+
+
+def forged_log(path: Path) -> list[Event]:
+    """An experiment whose records carry what a stranger may write: times that are not finite or
+    that no clock shows, a NaN progress value for a run in flight, terminal escape sequences in
+    worker names and failure messages."""
+    strategy = Strategy(population_size=4, sample_size=2, cycles=400, max_failures=100)
+    events = simulate(random.Random(3), strategy, steps=60, fail_rate=0.3, progress_rate=0.3)
+    created = dataclasses.replace(events[0], name="forged")  # type: ignore[type-var]
+    odd = [math.inf, -math.inf, math.nan, 1e300, -1e300, 1e18]
+    out: list[Event] = [created]
+    for i, e in enumerate(events[1:]):
+        if isinstance(e, TrialStarted | TrialCompleted | TrialFailed | TrialProgressed) and i % 3 == 0:
+            e = dataclasses.replace(e, at=odd[i % len(odd)])
+        if isinstance(e, TrialCompleted | TrialFailed | TrialStarted) and i % 4 == 0:
+            e = dataclasses.replace(e, worker=f"w{ESCAPES}")
+        if isinstance(e, TrialFailed):
+            e = dataclasses.replace(e, message=f"boom {ESCAPES}\nsecond line")
+        out.append(e)
+    running = replay(out).running
+    trial = min(running)
+    out.append(TrialProgressed(trial, running[trial].attempt, 3, math.nan, math.nan))
+    FileLog(path).append([encode(e) for e in out])
+    return out
+
+
+def strict_json(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_forged_times_values_and_escapes_are_shown_not_raised_or_played(tmp_path):
+    """Found by an attack review: a NaN progress value crashed `evoq status`, an infinite time
+    made the dashboard answer 500, `--json` printed NaN (no JSON parser reads it), and escape
+    sequences in a worker name set the operator's terminal title and hid text."""
+    forged_log(tmp_path / ".evoq" / "forged.evoqlog")
+    for args in (("status", "forged"), ("trials", "forged"), ("trials", "forged", "--csv"), ("top", "forged"),
+                 ("lineage", "forged"), ("list",)):  # fmt: skip
+        proc = evoq(*args, cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        shown = proc.stdout + proc.stderr
+        assert not any(c in shown for c in "\x1b\x07\x9b\u202e"), (args, shown[:400])
+    assert "\\x1b]0;owned" in evoq("status", "forged", cwd=tmp_path).stdout  # shown, escaped
+    for args in (("status", "forged", "--json"), ("trials", "forged", "--json"), ("top", "forged", "--json")):
+        proc = evoq(*args, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr)
+        strict_json(proc.stdout)
+    server = DashboardServer(Dashboard(None, tmp_path / ".evoq"), port=0).start()
+    try:
+        status, text = get(server.url + "/x/embedded/forged/state.json")
+        assert status == 200, text[:300]
+        data = strict_json(text)
+        for t in range(data["results"] + len(data["in_flight"])):
+            code, page = get(server.url + f"/x/embedded/forged/trial/{t}")
+            assert code in (200, 404) and "\x1b" not in page, (t, page[:300])
+        code, page = get(server.url + "/x/embedded/forged")
+        assert code == 200, page[:300]
+        boot = re.search(r'<script type="application/json" id="boot">(.*?)</script>', page, re.S)
+        assert boot is not None
+        strict_json(boot.group(1))
+    finally:
+        server.stop()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except HTTPError as exc:
+        return exc.code, exc.read().decode()
