@@ -58,6 +58,7 @@ LIST_PUSH_S = 2.0
 SHARED_FRAGMENTS = ("failures", "lineage", "population", "params")
 LIVE_FRAGMENTS = ("progress", "running", "workers", "audit")
 
+
 def _shown(value: Any) -> Any:
     """Every value a template prints: logged text with its control characters shown escaped
     (:func:`printable`; bidirectional overrides would reorder what the page says). Markup
