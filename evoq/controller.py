@@ -201,8 +201,21 @@ else
     passed[#passed + 1] = entry
   end
 end
-local id = redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[3])
+-- every key the commands write must hold its type (or nothing): a key someone else overwrote
+-- would fail a command half-way, after the append
+local wants = {rpush = 'list', lpush = 'list', hset = 'hash', hmset = 'hash', sadd = 'set', zadd = 'zset'}
 local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local n = tonumber(ARGV[i])
+  local want = wants[string.lower(ARGV[i + 1])]
+  if want then
+    local kind = redis.call('TYPE', ARGV[i + 2])['ok']
+    if kind ~= 'none' and kind ~= want then return {'corrupt', ARGV[i + 2], kind} end
+  end
+  i = i + n + 1
+end
+local id = redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[3])
+i = 6
 for _ = 1, tonumber(ARGV[5]) do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
@@ -215,8 +228,10 @@ WORKER_REFRESH_S = 5.0
 SHARE_REFRESH_S = 1.0
 CLIENT_SCAN_S = 30.0
 _COUNT_WORKERS = """
--- KEYS[1]: RQ's set of the queue's worker keys. Answers the names of those whose key is alive.
+-- KEYS[1]: RQ's set of the queue's worker keys. Answers the names of those whose key is alive
+-- (none when the key is not a set: someone else's write; the controller then keeps one worker).
 local out = {}
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'set' then return out end
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', key) == 1 then out[#out + 1] = string.sub(key, 11) end
 end
@@ -344,6 +359,12 @@ class Controller:
         verdict = answer[0].decode() if isinstance(answer[0], bytes) else str(answer[0])
         if verdict == "lease":
             self.lease.check(None)
+        if verdict == "corrupt":
+            key, kind = (a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in answer[1:3])
+            raise ControllerError(
+                f"RQ's key {key!r} holds a {kind}, not what RQ keeps there: something else writes to "
+                "this database; nothing was submitted (move evoq to its own database, or delete the key)"
+            )
         if verdict != "ok":
             return verdict
         passed = [(stream_id(i), _entry_record(fields, i)) for i, fields in answer[2]]
@@ -527,8 +548,10 @@ class Controller:
             pipe = self.client.pipeline(transaction=False)
             for i in queued:
                 pipe.lpos(self.queue.key, self.keys.job_id(runs[i].trial, runs[i].attempt))
-            for i, pos in zip(queued, pipe.execute(), strict=True):
-                probes[i] = JobProbe("queued", pos is not None, probes[i].beating)
+            for i, pos in zip(queued, pipe.execute(raise_on_error=False), strict=True):
+                # a queue key that is not a list (someone else's write) holds no job
+                found = pos is not None and not isinstance(pos, redis.ResponseError)
+                probes[i] = JobProbe("queued", found, probes[i].beating)
         return probes
 
     def check_runs(self) -> None:

@@ -112,7 +112,13 @@ SUSPECTS_SCRIPT = """
 -- whether its heartbeat key exists.
 local out = {}
 for i = 1, #KEYS, 2 do
-  local status = redis.call('HGET', KEYS[i], 'status')
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  local status = false
+  if kind == 'hash' then
+    status = redis.call('HGET', KEYS[i], 'status')
+  elseif kind ~= 'none' then
+    status = 'overwritten (a Redis ' .. kind .. ', not a job hash)'  -- someone else's write
+  end
   local beating = redis.call('EXISTS', KEYS[i + 1])
   if not (status == 'started' and beating == 1) then
     out[#out + 1] = (i + 1) / 2

@@ -23,6 +23,7 @@ import os
 import zlib
 from typing import Any
 
+import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import decode_redis_hash
@@ -156,6 +157,20 @@ class EvoqJob(Job):
         self.rate_limit_concurrency = None
         self.group_id = None
         return result
+
+    def refresh(self) -> None:
+        """Load the job hash; a key of another type where the hash should be (someone else's
+        write) is no job: RQ skips it, as it skips a job that is gone.
+
+        Raises:
+            NoSuchJobError: no job hash under the job's key.
+        """
+        try:
+            super().refresh()  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise NoSuchJobError(f"{self.key} is not a job hash") from None
 
     def refusal(self) -> str | None:
         """Why this job must not run, or None when it may."""

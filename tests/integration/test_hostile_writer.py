@@ -285,8 +285,9 @@ def test_job_hashes_rq_cannot_read_are_refused_and_never_stop_a_worker(server, t
 
 def test_a_controller_whose_job_hashes_are_rewritten_goes_on(server, tmp_path):
     """One HSET of a value RQ cannot parse on a queued job stopped the controller with a
-    traceback (declaring the run lost, it read the job back with RQ's own class). Now the run is
-    declared lost, run again, and the experiment completes."""
+    traceback (declaring the run lost, it read the job back with RQ's own class); a key of
+    another type in place of a job hash or of the queue's worker set stopped it (WRONGTYPE).
+    Now the run is declared lost, run again, and the experiment completes."""
     client = server.client()
     spec = write_spec(
         tmp_path / "s.toml", "rewritten", "tests.trials:quick", "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3]",
@@ -298,7 +299,15 @@ def test_a_controller_whose_job_hashes_are_rewritten_goes_on(server, tmp_path):
         first = "rq:job:" + Keys("rewritten").job_id(0, 0)
         wait_for(lambda: client.hget(first, "status") == b"queued", timeout=60)  # no worker yet
         client.hset(first, mapping={"status": "bogus", "timeout": "1x"})
-        wait_for(lambda: client.exists("rq:job:" + Keys("rewritten").job_id(0, 1)), timeout=60)
+        second = "rq:job:" + Keys("rewritten").job_id(0, 1)
+        wait_for(lambda: client.hget(second, "status") == b"queued", timeout=60)
+        # keys of another type where RQ keeps a job hash and the queue's worker set
+        client.delete(second, "rq:workers:evoq")
+        client.set(second, "x")
+        client.set("rq:workers:evoq", "x")
+        wait_for(lambda: client.exists("rq:job:" + Keys("rewritten").job_id(0, 2)), timeout=60)
+        assert proc.poll() is None, proc.communicate()
+        client.delete("rq:workers:evoq")
         workers = [Worker(server.url, f"rw-{time.monotonic_ns()}", EVOQ_TEST_SLEEP="0.05")]
         out, err = proc.communicate(timeout=120)
     finally:
