@@ -281,6 +281,13 @@ def run_controller(
             state = controller.run()
         except EvoqError as exc:
             fail(str(exc))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, without recording the runs
+            echo(
+                "evoq: interrupted again: stopped at once; the runs in flight will show as lost and "
+                "run again when you run the same command to resume",
+                err=True,
+            )
+            raise SystemExit(130) from None
     return state, bool(seen)
 
 
@@ -298,6 +305,9 @@ class EvoqGroup(click.Group):
             ) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise UserError(f"lost the connection to Redis: {exc}") from None
+        except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (or a second one)
+            echo("evoq: interrupted", err=True)
+            raise SystemExit(130) from None
 
 
 @click.group(cls=EvoqGroup, context_settings={"help_option_names": ["-h", "--help"]})

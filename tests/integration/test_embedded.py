@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,23 @@ def test_ctrl_c_preempts_what_runs_and_the_same_command_resumes(tmp_path):
     again = evoq("run", str(spec), "--no-progress", "--json", cwd=tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["results"] == 40
     assert not any(isinstance(e, TrialFailed) and e.kind == "lost" for e in log_events(log))
+    assert audit_file(str(log)).ok
+
+
+def test_a_second_ctrl_c_stops_at_once_with_130_and_the_run_resumes(tmp_path):
+    """Ctrl-C twice (an impatient user) exited 1, "Aborted!" (exit 1 means a failed experiment)."""
+    spec = spec_file(tmp_path, "twice", cycles=40)
+    proc = start("run", str(spec), "--no-progress", "--json", cwd=tmp_path, EVOQ_TEST_SLEEP="0.3")
+    log = tmp_path / ".evoq" / "twice.evoqlog"
+    wait_for(lambda: log.exists() and sum(1 for _ in FileLog(log).read()) > 15, timeout=60)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err and "Aborted" not in err
+    again = evoq("run", str(spec), "--no-progress", "--json", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["results"] == 40
     assert audit_file(str(log)).ok
 
 
