@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import click
 import redis
 
-from workers.launch import WORKER_CLASSES, LocalWorkers, worker_command
+from workers.launch import WORKER_CLASSES, LocalWorkers, clear_stale_registration, worker_command
 
 from . import __version__
 from .controller import Controller, ControllerOptions
@@ -649,7 +649,11 @@ def worker(
     if print_command:
         echo(cmd.shell())
         return
-    connect(redis_url)
+    client = connect(redis_url)
+    if name:
+        cleared = clear_stale_registration(client, name)
+        if cleared:
+            echo(f"evoq: {cleared}", err=True)
     os.execve(sys.executable, cmd.argv, cmd.full_env())
 
 

@@ -14,11 +14,13 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 log = logging.getLogger("evoq.workers")
@@ -72,6 +74,44 @@ class WorkerCommand:
             f"{k}={shlex.quote(mask_url(v) if k == URL_VAR else v)}" for k, v in sorted(self.env.items())
         )
         return f"{env} {shlex.join(['rq', *self.argv[3:]])}"
+
+
+def clear_stale_registration(client: Any, name: str) -> str | None:
+    """Free a worker name left registered by a process of this host that is gone (``kill -9``,
+    an OOM kill, a power cut): RQ refuses to start a worker under a name whose key has not
+    expired yet (up to its TTL, about 7 minutes), which a supervisor restarting a fixed-name
+    worker (``--name "$(hostname)-gpu0"``) would hit again and again. Returns what was done, or
+    None when the name is free or held by a live process (or one on another host: left alone).
+    """
+    from rq.worker import Worker
+
+    key = f"rq:worker:{name}"
+    try:
+        host, pid, death = client.hmget(key, "hostname", "pid", "death")
+    except Exception:  # not a hash: RQ will say what is wrong with it
+        return None
+    if host is None or death is not None or host.decode(errors="replace") != socket.gethostname():
+        return None
+    try:
+        number = int(pid)
+    except (TypeError, ValueError):
+        return None
+    if number != os.getpid():
+        try:
+            os.kill(number, 0)
+            return None  # alive: a real second worker under this name
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return None  # alive, another user's
+    try:
+        found = Worker.find_by_key(key, connection=client)
+        if found is None:
+            return None
+        found.register_death()  # type: ignore[no-untyped-call]
+    except Exception:  # a hash RQ cannot read: RQ will refuse the name as before
+        return None
+    return f"worker name {name!r} was still registered by process {number}, which is gone: cleared it"
 
 
 def worker_command(

@@ -18,7 +18,16 @@ from evoq.redislog import RedisLog
 from evoq.reducer import replay
 from evoq.report import summary
 
-from ..cluster import RedisServer, Worker, controller, one_line_error, stream_events, wait_for, write_spec
+from ..cluster import (
+    RedisServer,
+    Worker,
+    controller,
+    one_line_error,
+    stream_events,
+    wait_for,
+    worker_env,
+    write_spec,
+)
 
 SPACE = "x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = [0, 1, 2, 3, 4, 5, 6, 7]"
 SERIALIZER = "workers.serializer.MsgpackSerializer"
@@ -273,6 +282,34 @@ def test_redis_restarted_empty_mid_run_stops_the_controller_with_one_line(tmp_pa
     one_line_error(
         subprocess.CompletedProcess([], proc.returncode, out, err), "no longer holds the experiment"
     )
+
+
+def test_a_worker_killed_hard_restarts_under_its_name_at_once(tmp_path, server):
+    """A fixed-name worker killed with SIGKILL (what a supervisor then restarts) was refused by
+    RQ for about a minute ("There exists an active worker named ... already")."""
+    client = server.client()
+    name = f"gpu0-{time.monotonic_ns()}"
+    env = {**worker_env(), "REDIS_URL": server.url}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "evoq.cli", "worker", "--name", name], env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first = start()
+    wait_for(lambda: client.sismember("rq:workers", f"rq:worker:{name}"), timeout=60)
+    first.kill()
+    first.wait()
+    second = start()
+    try:
+        wait_for(lambda: client.hget(f"rq:worker:{name}", "pid") == str(second.pid).encode(), timeout=60)
+        time.sleep(1.0)
+        assert second.poll() is None, second.communicate()
+    finally:
+        second.terminate()
+        _, err = second.communicate(timeout=60)
+    assert f"worker name {name!r} was still registered by process {first.pid}, which is gone" in err
 
 
 def test_allowlist_refuses_other_trials(tmp_path, server, workers):
