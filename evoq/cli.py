@@ -29,6 +29,7 @@ from workers.launch import WORKER_CLASSES, LocalWorkers, clear_stale_registratio
 from . import __version__
 from .controller import Controller, ControllerOptions
 from .errors import EvoqError
+from .events import FAILURE_KINDS
 from .filelog import FileLog
 from .keys import DEFAULT_QUEUE
 from .reducer import State, StateBuilder
@@ -531,13 +532,14 @@ def _run_embedded(
             fail(f"key 'trial': folder {trial.cwd!r} does not exist in {os.environ['EVOQ_TRIAL_DIR']}")
     else:
         load_trial(spec.trial)  # the workers are threads of this process: fail now, in one line
-    workers = n_workers if n_workers else (os.cpu_count() or 1)
-    echo(
-        f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker threads); "
-        f"log: {embedded_log_path(log_dir, spec.name)}"
+    if n_workers == 0:
+        fail("an embedded run needs at least one worker thread (--workers 1 or more; default the CPU count)")
+    workers = n_workers or (os.cpu_count() or 1)
+    banner = (
+        f"evoq: no Redis configured, running embedded (in-process Redis, {workers} worker "
+        f"thread{'s' if workers != 1 else ''}); log: {embedded_log_path(log_dir, spec.name)}"
         + (f"; trial code from {', '.join(added)}" if added else "")
-        + ". To use a real Redis: set REDIS_URL (or --redis-url) and start `evoq worker` on your GPU boxes.",
-        err=True,
+        + ". To use a real Redis: set REDIS_URL (or --redis-url) and start `evoq worker` on your GPU boxes."
     )
     with embedded_run(
         spec.name,
@@ -549,6 +551,7 @@ def _run_embedded(
         wait=wait,
         notify=lambda message: echo(f"evoq: {message}", err=True),
     ) as er:
+        echo(banner, err=True)  # once the experiment is ours: a refused run prints one line
         options = ControllerOptions(
             queue=queue,
             heartbeat_ttl=heartbeat_ttl,
@@ -709,6 +712,18 @@ def trials(
 ) -> None:
     """Every trial of experiment NAME (or a log FILE): attempt, phase, parent, status, metric,
     duration, worker and failure message."""
+    known = {
+        "queued",
+        "running",
+        "completed",
+        "failed",
+        "retry",
+        "cancelled",
+        *(f"failed:{k}" for k in FAILURE_KINDS),
+    }
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        fail(f"unknown --status {unknown[0]!r}: one of {', '.join(sorted(known))}")
     rows = sorted(trial_rows(load(source, redis_url, log_dir).events).values(), key=lambda r: r.trial)
     if wanted:
         rows = [r for r in rows if r.status in wanted or r.status.split(":")[0] in wanted]
@@ -756,6 +771,8 @@ def top(source: str, redis_url: str | None, log_dir: Path, k: int, as_json: bool
     if as_json:
         echo(json.dumps(json_safe(rows), indent=2, default=list))
         return
+    if not rows:
+        echo("no completed trials yet")
     for line in top_lines(rows):
         echo(line)
 
@@ -779,7 +796,7 @@ def list_(redis_url: str | None, log_dir: Path, as_json: bool) -> None:
     for r in rows:
         best = "-" if r["best"] is None else f"{r['best']:.6g}"
         last = clock_text(r["last_at"])
-        results = f"{r['results']}/{r['cycles']}"
+        results = f"{r['results']}/{r['cycles'] if r['cycles'] is not None else '-'}"
         echo(f"{r['name']:<24} {r['where']:<9} {r['status']:<10} {results:>13} {best:>12}  {last}")
 
 
@@ -898,10 +915,11 @@ def audit(source: str, redis_url: str | None, log_dir: Path, as_json: bool, expe
         echo(
             f"{src.label}: {rep.records} records, chain {rep.chain}, head {rep.head or '-'}; "
             f"{rep.decisions_checked} decisions re-derived, {rep.ignored_terminal} duplicate terminal events ignored, "
-            f"{rep.rejected} records rejected; status {rep.status}"
+            f"{rep.rejected} records rejected; status {rep.status or 'unknown (no experiment read)'}"
         )
         for f in rep.findings[:20]:
-            echo(f"FAIL record {f.record} (position {f.position}) [{f.kind}]: {f.message}")
+            where = f" (position {f.position})" if f.position is not None else ""
+            echo(f"FAIL record {f.record}{where} [{f.kind}]: {f.message}")
             if f.field is not None:
                 echo(f"  field {f.field}: logged {f.logged!r}, expected {f.expected!r}")
         if len(rep.findings) > 20:

@@ -55,7 +55,8 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise DashboardError(
-                f"port {port} on {host} is in use (another dashboard?); pick another with --port"
+                f"port {port} on {host} is in use (another dashboard?); pick another port "
+                "(`evoq dashboard --port N`, `evoq run SPEC --dashboard N`)"
             ) from None
         raise DashboardError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}") from None
     return sock
