@@ -355,22 +355,43 @@ class TrialTable:
 
 
 def evaluations(rows: Mapping[int, TrialRow]) -> dict[int, list[float]]:
-    """Every trial's metrics: its own result, then those of its completed re-evaluations."""
+    """Every config's metrics, under the first trial that evaluated it: its result, those of
+    later trials that ran the same config (a duplicate proposed when the space ran out of unseen
+    configs) and those of its completed re-evaluations."""
     out: dict[int, list[float]] = {}
+    group: dict[int, int] = {}  # trial -> the first trial of its config
+    first_of: dict[str, int] = {}
     for r in sorted(rows.values(), key=lambda r: r.trial):
         if r.status != "completed" or r.metric is None:
             continue
         if r.phase == "reeval" and r.parent is not None:
-            if r.parent in out:
-                out[r.parent].append(r.metric)
-        else:
-            out[r.trial] = [r.metric]
+            head = group.get(r.parent)
+            if head is not None:
+                out[head].append(r.metric)
+            continue
+        key = json.dumps(_plain(r.config), sort_keys=True, default=repr)
+        head = first_of.setdefault(key, r.trial)
+        group[r.trial] = head
+        out.setdefault(head, []).append(r.metric)
+    return out
+
+
+def config_trials(rows: Mapping[int, TrialRow]) -> dict[int, list[int]]:
+    """The trials (re-evaluations aside) that ran each config, under its first trial."""
+    out: dict[int, list[int]] = {}
+    first_of: dict[str, int] = {}
+    for r in sorted(rows.values(), key=lambda r: r.trial):
+        if r.status != "completed" or r.metric is None or r.phase == "reeval":
+            continue
+        head = first_of.setdefault(json.dumps(_plain(r.config), sort_keys=True, default=repr), r.trial)
+        out.setdefault(head, []).append(r.trial)
     return out
 
 
 def top_trials(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[TrialRow]:
-    """The ``k`` best completed trials by the mean of their evaluations (ties: earlier trial
-    first); re-evaluation runs are folded into the trial they re-evaluate."""
+    """The first trials of the ``k`` best configs by the mean of their evaluations (ties:
+    earlier trial first); re-evaluations and duplicates are folded into the config's first
+    trial (:func:`evaluations`)."""
     evals = evaluations(rows)
     sign = -1.0 if maximize else 1.0
     ranked = sorted(evals, key=lambda t: (sign * math.fsum(evals[t]) / len(evals[t]), t))
@@ -378,9 +399,11 @@ def top_trials(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[
 
 
 def top_json(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[dict[str, Any]]:
-    """``evoq top``: ``{"trial", "mean", "evaluations", "first", "metric", "config", "parent"}``
-    per trial, best mean first (``metric`` is the mean, ``first`` the trial's own result)."""
+    """``evoq top``: ``{"trial", "mean", "evaluations", "first", "metric", "config", "parent",
+    "trials"}`` per config, best mean first (``metric`` is the mean, ``first`` the result of its
+    first trial, ``trials`` every trial that ran it, re-evaluations aside)."""
     evals = evaluations(rows)
+    runs = config_trials(rows)
     out = []
     for r in top_trials(rows, k, maximize=maximize):
         xs = evals[r.trial]
@@ -394,6 +417,7 @@ def top_json(rows: Mapping[int, TrialRow], k: int, *, maximize: bool) -> list[di
                 "first": xs[0],
                 "config": _plain(r.config),
                 "parent": r.parent,
+                "trials": runs.get(r.trial, [r.trial]),
             }
         )
     return out
@@ -404,6 +428,7 @@ def top_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [
         f"{rank:3d}. trial {r['trial']:5d}  mean {r['mean']:.6g} of {r['evaluations']}"
         + (f" (first {r['first']:.6g})" if r["evaluations"] > 1 else "")
+        + (f" (also trials {', '.join(map(str, r['trials'][1:]))})" if len(r.get("trials", ())) > 1 else "")
         + f"  {json.dumps(r['config'])}"
         for rank, r in enumerate(rows, 1)
     ]
