@@ -136,11 +136,17 @@ def test_a_trial_every_worker_refuses_stops_the_experiment_at_once(tmp_path):
     assert "\n" not in state["reason"]
 
 
-def test_ctrl_c_preempts_what_runs_and_the_same_command_resumes(tmp_path):
-    spec = spec_file(tmp_path, "intr", cycles=40)
+def running(tmp_path: Path, name: str) -> tuple[Path, subprocess.Popen[str], Path]:
+    """An embedded run of 40 results, 0.3 s trials, some 15 records into its log: (spec, process, log)."""
+    spec = spec_file(tmp_path, name, cycles=40)
     proc = start("run", str(spec), "--no-progress", "--json", cwd=tmp_path, EVOQ_TEST_SLEEP="0.3")
-    log = tmp_path / ".evoq" / "intr.evoqlog"
+    log = tmp_path / ".evoq" / f"{name}.evoqlog"
     wait_for(lambda: log.exists() and sum(1 for _ in FileLog(log).read()) > 15, timeout=60)
+    return spec, proc, log
+
+
+def test_ctrl_c_preempts_what_runs_and_the_same_command_resumes(tmp_path):
+    spec, proc, log = running(tmp_path, "intr")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -159,10 +165,7 @@ def test_ctrl_c_preempts_what_runs_and_the_same_command_resumes(tmp_path):
 
 def test_a_second_ctrl_c_stops_at_once_with_130_and_the_run_resumes(tmp_path):
     """Ctrl-C twice (an impatient user) exited 1, "Aborted!" (exit 1 means a failed experiment)."""
-    spec = spec_file(tmp_path, "twice", cycles=40)
-    proc = start("run", str(spec), "--no-progress", "--json", cwd=tmp_path, EVOQ_TEST_SLEEP="0.3")
-    log = tmp_path / ".evoq" / "twice.evoqlog"
-    wait_for(lambda: log.exists() and sum(1 for _ in FileLog(log).read()) > 15, timeout=60)
+    spec, proc, log = running(tmp_path, "twice")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,14 +241,26 @@ def test_max_failures_ends_an_all_failing_experiment(tmp_path, server, workers):
     assert final["status"] == "failed" and "5 trials failed in a row" in final["reason"]
 
 
-def test_redis_restart_mid_run(tmp_path, server, workers):
+def midway(tmp_path: Path, server: RedisServer, workers: Any, name: str, cycles: int, results: int) -> Any:
+    """A controller and two workers on ``server``, once ``results`` trials completed."""
     spec = write_spec(
-        tmp_path / "s.toml", "rr", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=30
+        tmp_path / "s.toml",
+        name,
+        "tests.trials:quick",
+        SPACE,
+        population_size=6,
+        sample_size=2,
+        cycles=cycles,
     )
     workers(2, EVOQ_TEST_SLEEP="0.1")
     proc = controller(spec, server.url)
     client = server.client()
-    wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "rr")) >= 8)
+    wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, name)) >= results)
+    return proc
+
+
+def test_redis_restart_mid_run(tmp_path, server, workers):
+    proc = midway(tmp_path, server, workers, "rr", cycles=30, results=8)
     time.sleep(1.2)  # let AOF everysec flush
     server.restart(signal.SIGTERM, down=1.0)
     # busy rq workers exit when their Redis goes away; a supervisor (systemd, Heroku) restarts them
@@ -261,13 +274,7 @@ def test_redis_restarted_empty_mid_run_stops_the_controller_with_one_line(tmp_pa
     """A Redis that comes back without its data (no persistence, a new instance) no longer holds
     the experiment: before, the controller replayed nothing and died on an assertion (exit 1, a
     traceback); now it says what happened, exit 2."""
-    spec = write_spec(
-        tmp_path / "s.toml", "gone", "tests.trials:quick", SPACE, population_size=6, sample_size=2, cycles=400
-    )
-    workers(2, EVOQ_TEST_SLEEP="0.1")
-    proc = controller(spec, server.url)
-    client = server.client()
-    wait_for(lambda: sum(isinstance(e, TrialCompleted) for _, e in stream_events(client, "gone")) >= 4)
+    proc = midway(tmp_path, server, workers, "gone", cycles=400, results=4)
     server.stop(signal.SIGKILL)
     for f in server.directory.rglob("*.aof*"):
         f.unlink()
