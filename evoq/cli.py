@@ -8,6 +8,7 @@ to resume).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -40,6 +41,7 @@ from .report import (
     first_line,
     json_safe,
     kinds_in_words,
+    known_time,
     metric_text,
     printable,
     summary,
@@ -90,8 +92,9 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- output -------------------------------------------------------------------------------------
-def state_lines(state: State, *, failures: int = 5) -> list[str]:
-    """A short human summary of a state (what ``status`` and ``run`` print)."""
+def state_lines(state: State, *, failures: int = 5, now: float | None = None) -> list[str]:
+    """A short human summary of a state (what ``status`` and ``run`` print); runs in flight are
+    timed at ``now`` (the wall clock by default)."""
     data = summary(state)
     lines = [
         f"experiment {data['name']}: {data['status']}" + (f" ({data['reason']})" if data["reason"] else "")
@@ -104,7 +107,7 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
         lines.append(f"  failures by kind: {kinds_in_words(data['failed_by_kind'])}")
     lines += best_lines(data)
     if data["in_flight"] and state.status == "running":
-        now = time.time()
+        now = time.time() if now is None else now
         where = [
             (
                 f"{r['trial']}@{r['worker']} {now - r['started_at']:.0f}s"
@@ -135,12 +138,13 @@ def state_lines(state: State, *, failures: int = 5) -> list[str]:
     return lines
 
 
-def print_state(state: State, as_json: bool) -> None:
-    """Print a state: evoq's JSON shape, or a short human summary."""
+def print_state(state: State, as_json: bool, *, now: float | None = None) -> None:
+    """Print a state: evoq's JSON shape, or a short human summary (runs in flight timed at
+    ``now``, the wall clock by default)."""
     if as_json:
         echo(json.dumps(json_safe(summary(state)), indent=2))
     else:
-        echo("\n".join(state_lines(state)))
+        echo("\n".join(state_lines(state, now=now)))
 
 
 def exit_code(state: State) -> int:
@@ -881,13 +885,27 @@ def replay(
 ) -> None:
     """Rebuild and print the state of a log (or of a prefix of it)."""
     from .audit import iter_events_until
+    from .codec import CodecError, check_record
 
     src = open_source(source, redis_url, log_dir)
     b = StateBuilder()
-    b.add_records(iter_events_until(src.entries(), until=until, at=at))
+    last: list[Any] = [None]
+
+    def keep_last(records: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        for record in records:
+            last[0] = record
+            yield record
+
+    b.add_records(keep_last(iter_events_until(src.entries(), until=until, at=at)))
     if b.events == 0:
         fail(f"{src.label} is empty")
-    print_state(b.freeze(), as_json)
+    now = None  # runs in flight are timed at the prefix's last record, not at today's clock
+    if last[0] is not None:
+        pos, rec = last[0]
+        with contextlib.suppress(CodecError):
+            stamp = (check_record(rec, offset=pos) if isinstance(rec, bytes) else rec)[-1]
+            now = known_time(stamp)
+    print_state(b.freeze(), as_json, now=now)
 
 
 @main.command()

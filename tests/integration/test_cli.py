@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -10,11 +12,16 @@ import sys
 import pytest
 
 from evoq.audit import check_invariants
+from evoq.codec import encode
+from evoq.events import TrialStarted
 from evoq.filelog import FileLog
 from evoq.log import read_events
+from evoq.reducer import replay as replay_events
+from evoq.strategy import Strategy
 from evoq.testing import free_port
 
 from ..cluster import RedisServer, evoq, one_line_error, wait_for, worker_env, write_spec
+from ..sim import simulate as sim_simulate
 
 SPACE = 'x = [0, 1, 2, 3, 4, 5, 6, 7]\ny = {_type = "uniform", _value = [0, 1]}'
 
@@ -303,3 +310,20 @@ def test_an_empty_log_is_not_a_clean_audit(tmp_path):
     (tmp_path / "empty.evoqlog").write_bytes(b"")
     proc = evoq("audit", "empty.evoqlog", cwd=tmp_path)
     assert proc.returncode == 1 and "audit: FAILED" in proc.stdout and "[empty]" in proc.stdout
+
+
+def test_replay_times_runs_in_flight_at_the_prefix_not_today(tmp_path):
+    """`replay --until N` timed the runs in flight against today's clock (a run of 0.05 s showed
+    as running for days); it times them at the prefix's last record."""
+    strategy = Strategy(population_size=4, sample_size=2, cycles=100)
+    events = sim_simulate(random.Random(5), strategy, steps=40, workers=4, fail_rate=0.0)
+    log = tmp_path / "old.evoqlog"
+    FileLog(log).append([encode(e) for e in events])  # times from 0: the Unix epoch
+    for n in range(len(events) // 2, len(events)):
+        if replay_events(events[:n]).running and any(isinstance(e, TrialStarted) for e in events[:n]):
+            break
+    proc = evoq("replay", str(log), "--until", str(n), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "in flight:" in ln)
+    ages = [int(m) for m in re.findall(r"@\S+ (-?\d+)s", line)]
+    assert ages and all(0 <= a < 3600 for a in ages), line
