@@ -23,10 +23,12 @@ stream no longer holds the experiment at all, the controller stops with an error
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -587,10 +589,15 @@ class Controller:
         self._missing = timers
 
     def _failure_detail(self, job_id: str) -> str:
+        """The last line of the traceback RQ kept for a failed job ("" if none), read with a
+        bounded inflate: the result entry is anyone's write, and may be a zlib bomb."""
         try:
-            job = fetch_job(self.client, job_id)
-            result = job.latest_result()
-            text = (result.exc_string or "") if result is not None else ""
+            entries: Any = self.client.xrevrange(f"rq:results:{job_id}", count=1)
+            raw = entries[0][1].get(b"exc_string") if entries else None
+            if not isinstance(raw, bytes) or len(raw) > 1 << 20:
+                return ""
+            inflater = zlib.decompressobj()
+            text = inflater.decompress(base64.b64decode(raw), 1 << 16).decode(errors="replace")
         except Exception:  # the detail is a courtesy; never let it stop the controller
             return ""
         last = [line for line in text.strip().splitlines() if line.strip()]

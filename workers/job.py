@@ -79,23 +79,30 @@ def hash_refusal(fields: dict[str, Any], origin: str) -> str | None:
 
 def size_refusal(fields: dict[str, Any]) -> str | None:
     """Why a job hash is too large to read (None when it is not): its fields together, or its
-    data, raw or once zlib-decompressed (decompressed no further than the limit)."""
+    data or traceback, raw or once zlib-decompressed (decompressed no further than the limit)."""
     total = sum(len(k) + (len(v) if isinstance(v, bytes | str) else 0) for k, v in fields.items())
     if total > MAX_HASH_BYTES:
         return f"the job hash holds {total} bytes (at most {MAX_HASH_BYTES})"
-    data = fields.get("data")
-    if not isinstance(data, bytes):
-        return None
-    if len(data) > MAX_JOB_DATA:
-        return f"the job's data holds {len(data)} bytes (at most {MAX_JOB_DATA})"
+    for name in ("data", "exc_info"):  # the fields RQ decompresses when it loads a job
+        value = fields.get(name)
+        if not isinstance(value, bytes):
+            continue
+        if len(value) > MAX_JOB_DATA:
+            return f"the job's {name} holds {len(value)} bytes (at most {MAX_JOB_DATA})"
+        if inflated_size(value, MAX_JOB_DATA) > MAX_JOB_DATA:
+            return f"the job's {name} decompresses to more than {MAX_JOB_DATA} bytes"
+    return None
+
+
+def inflated_size(value: bytes, limit: int) -> int:
+    """How many bytes zlib-compressed ``value`` inflates to, counted no further than past
+    ``limit`` (``len(value)`` when it is not zlib data: read as it is)."""
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, MAX_JOB_DATA + 1)
+        out = inflater.decompress(value, limit + 1)
     except zlib.error:
-        return None  # not compressed: RQ reads it as it is
-    if len(out) > MAX_JOB_DATA or inflater.unconsumed_tail:
-        return f"the job's data decompresses to more than {MAX_JOB_DATA} bytes"
-    return None
+        return len(value)
+    return limit + 1 if inflater.unconsumed_tail else len(out)
 
 
 REFUSED_FUNCTION = "evoq.refused"

@@ -156,6 +156,7 @@ def test_sigkill_work_horse_is_detected_and_retried(tmp_path, server, workers):
     detect = lost[0].at - killed_at
     print(f"horse SIGKILL detected as lost after {detect:.2f}s: {lost[0].message}")
     assert detect < 30
+    assert "Work-horse terminated unexpectedly" in lost[0].message  # RQ's reason, read bounded
     code, final, err = finish(proc)
     assert code == 0, err
     events = assert_sound(server, "horse", final)
