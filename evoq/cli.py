@@ -158,7 +158,9 @@ def load(source: str, redis_url: str | None, log_dir: Path) -> Loaded:
     for message in loaded.source.warnings:
         echo(f"evoq: warning: {message}", err=True)
     if loaded.state.experiment is None:
-        fail(f"{loaded.source.label} holds no readable experiment_created record")
+        first = loaded.state.rejections[0] if loaded.state.rejections else None
+        why = f" (record at {first.position}: {first.reason})" if first is not None else ""
+        fail(f"{loaded.source.label} holds no readable experiment_created record{why}")
     return loaded
 
 

@@ -260,8 +260,52 @@ def check_record(obj: Any, *, offset: int | str | None = None) -> tuple[Any, ...
     if type(obj) is tuple and len(obj) >= 2:
         fast = _FAST_CHECKS.get(obj[0]) if type(obj[0]) is str else None
         if fast is not None and fast(obj):
+            if obj[0] in _NESTED_FIELDS:
+                check_shape(obj, offset)
             return obj
-    return _slow_check(obj, offset)
+    rec = _slow_check(obj, offset)
+    if rec[0] in _NESTED_FIELDS:
+        check_shape(rec, offset)
+    return rec
+
+
+MAX_DEPTH = 32
+"""How deep the maps and arrays of a record (a space, a strategy, a config) may nest."""
+MAX_ITEMS = 100_000
+"""How many values the maps and arrays of one record may hold in all: a 1 MiB record of a
+million empty maps would take a hundred times its size in memory."""
+_NESTED_FIELDS = {"experiment_created": (3, 4), "trial_submitted": (4,)}
+
+
+def check_shape(rec: tuple[Any, ...], offset: int | str | None = None) -> None:
+    """Raise CorruptRecordError when the record's nested fields are deeper than
+    :data:`MAX_DEPTH` or hold more than :data:`MAX_ITEMS` values (walked without recursion:
+    readers that recurse, such as the space parser, never see such a record)."""
+    stack: list[tuple[Any, int]] = []
+    for i in _NESTED_FIELDS[rec[0]]:
+        value = rec[i]
+        if type(value) is dict and len(value) <= 1000:
+            for v in value.values():
+                if type(v) is dict or type(v) is list or type(v) is tuple:
+                    stack.append((value, 1))  # nested: walk the whole field
+                    break
+            continue  # a flat map of scalars, the common config: nothing deeper to count
+        stack.append((value, 1))
+    items = 0
+    while stack:
+        value, depth = stack.pop()
+        if type(value) is dict:
+            children: Any = [*value.keys(), *value.values()]
+        elif type(value) is list or type(value) is tuple:
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise CorruptRecordError(f"{rec[0]}: values nested deeper than {MAX_DEPTH}", offset=offset)
+        items += len(children)
+        if items > MAX_ITEMS:
+            raise CorruptRecordError(f"{rec[0]}: more than {MAX_ITEMS} values", offset=offset)
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list, tuple))
 
 
 def _slow_check(obj: Any, offset: int | str | None) -> tuple[Any, ...]:

@@ -61,7 +61,7 @@ from math import isfinite
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from .codec import _FAST_CHECKS, TAGS, CodecError, check_record, to_record
+from .codec import _FAST_CHECKS, TAGS, CodecError, check_record, check_shape, to_record
 from .errors import EvoqError
 from .events import (
     INFRA_FAILURES,
@@ -556,10 +556,13 @@ def _on_created(b: StateBuilder, r: tuple[Any, ...]) -> None:
         return
     e = ExperimentCreated(*r[2:])
     try:
+        check_shape(r)
         strategy = Strategy.from_dict(e.strategy)
         space = SearchSpace.parse(e.space)
-    except (ValueError, TypeError) as exc:
-        raise InvalidLogError(f"experiment_created: {exc}") from None
+    except CodecError as exc:
+        raise InvalidLogError(exc.reason) from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise InvalidLogError(f"experiment_created: {type(exc).__name__}: {str(exc)[:200]}") from None
     b.experiment, b.strategy, b.space = e, strategy, space
     b._pop_size, b._key, b._maximize = strategy.population_size, space.key, strategy.maximize
 
@@ -570,6 +573,10 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
         _live(b)
         return
     i, attempt, config = r[2], r[3], r[4]
+    try:
+        check_shape(r)
+    except CodecError as exc:
+        raise InvalidLogError(exc.reason) from None
     if attempt == 0:
         if i != b.next_trial or not b.space.contains(config):  # type: ignore[union-attr]
             return

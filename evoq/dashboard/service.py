@@ -108,10 +108,15 @@ class Dashboard:
         try:
             rows = list_experiments(self.client, self.log_dir, known=self._known)
             listing = Listing(rows, time.monotonic())
-        except (redis.RedisError, SourceError) as exc:
+        except Exception as exc:  # any log may be hostile: the listing goes on, saying why
             old = self._listing
+            reason = (
+                str(exc)
+                if isinstance(exc, redis.RedisError | SourceError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             listing = Listing(
-                old.rows if old else [], time.monotonic(), f"cannot list the experiments: {exc}"
+                old.rows if old else [], time.monotonic(), f"cannot list the experiments: {reason[:300]}"
             )
         with self._listing_lock:
             self._listing = listing

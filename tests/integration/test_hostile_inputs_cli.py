@@ -166,3 +166,49 @@ def get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def test_deep_or_swollen_records_are_rejected_not_recursed_or_held(tmp_path):
+    """A space nested hundreds of levels deep made every reader die in RecursionError; a 1 MiB
+    config of a million empty maps took about 70 times its size in memory in `status`. Records
+    deeper than MAX_DEPTH or holding more than MAX_ITEMS values are rejected records."""
+    from evoq.codec import MAX_DEPTH, MAX_ITEMS, SCHEMA_VERSION
+
+    deep: Any = 1
+    for _ in range(400):
+        deep = [deep]
+    space = {"x": {"_type": "choice", "_value": [deep, 2]}}
+    created = [
+        "experiment_created",
+        SCHEMA_VERSION,
+        "deep",
+        space,
+        Strategy(cycles=10).to_dict(),
+        0,
+        "m:f",
+        "t",
+        1.0,
+    ]
+    deep_log = tmp_path / "deep.evoqlog"
+    FileLog(deep_log).append([msgpack.packb(created)])
+    for command in ("status", "audit", "replay", "trials", "top", "lineage"):
+        proc = evoq(command, str(deep_log), cwd=tmp_path)
+        assert "Traceback" not in proc.stderr and proc.returncode in (0, 1, 2), (command, proc.stderr)
+    one_line_error(evoq("status", str(deep_log), cwd=tmp_path), f"nested deeper than {MAX_DEPTH}")
+
+    ok = [
+        "experiment_created",
+        SCHEMA_VERSION,
+        "swollen",
+        {"x": [1, 2]},
+        Strategy(cycles=10).to_dict(),
+        0,
+        "m:f",
+        "t",
+        1.0,
+    ]
+    swollen = ["trial_submitted", SCHEMA_VERSION, 0, 0, {"x": [{}] * (MAX_ITEMS + 1)}, None, "init", "", 2.0]
+    log = tmp_path / "swollen.evoqlog"
+    FileLog(log).append([msgpack.packb(ok), msgpack.packb(swollen)])
+    proc = evoq("status", str(log), cwd=tmp_path)
+    assert proc.returncode == 0 and f"more than {MAX_ITEMS} values" in proc.stdout, proc.stdout + proc.stderr
