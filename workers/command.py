@@ -157,19 +157,22 @@ def run_command(
             f"command folder {trial.cwd!r} is not a folder inside this worker's trial directory {str(base)!r}",
         )
     try:
+        as_json = json.dumps(config)
         argv = trial.argv(config)
     except TrialSpecError as exc:
         return "refused", str(exc)
+    except (TypeError, ValueError) as exc:  # bytes, msgpack extension types: not JSON data
+        return "refused", f"the config is not JSON data ({str(exc)[:120]})"
     if argv[0] in PYTHON_NAMES:
         argv[0] = sys.executable  # the worker's own environment, whatever PATH says
     run_id = f"{experiment}-{index}-{attempt}"
     tmp = Path(tempfile.mkdtemp(prefix=f"evoq-{run_id}-"))
     config_file = tmp / "config.json"
-    config_file.write_text(json.dumps(config))
+    config_file.write_text(as_json)
     read_fd, write_fd = os.pipe()
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
     env.update(
-        EVOQ_CONFIG=json.dumps(config),
+        EVOQ_CONFIG=as_json,
         EVOQ_CONFIG_FILE=str(config_file),
         EVOQ_REPORT_FD=str(write_fd),
         EVOQ_PASS_FDS=str(write_fd),
@@ -187,10 +190,13 @@ def run_command(
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
             start_new_session=True,  # rq kills the horse's whole group: the reaper must outlive it
         )  # fmt: skip
-    except OSError as exc:
+    except OSError as exc:  # E2BIG for a config larger than the environment may hold, ...
         os.close(read_fd)
         os.close(write_fd)
         out.close()
+        with contextlib.suppress(OSError):
+            config_file.unlink()
+            tmp.rmdir()
         return "refused", f"cannot start the trial's reaper: {exc}"
     os.close(write_fd)  # the child holds its end: EOF on read_fd when every holder has exited
     pumps = [

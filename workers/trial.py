@@ -160,8 +160,16 @@ def execute(fn: str, config: dict[str, Any], allow: Allowlist) -> tuple[str, Any
         return "invalid_metric", f"{fn} {exc}"
 
 
-def dispatch(p: Payload, allow: Allowlist, progress: Callable[[int, float], None] | None) -> tuple[str, Any]:
-    """Run the payload's trial, a function or a command: ``(kind, metric or message)``."""
+def dispatch(
+    p: Payload,
+    allow: Allowlist,
+    progress: Callable[[int, float], None] | None,
+    space: frozenset[str] | None = None,
+) -> tuple[str, Any]:
+    """Run the payload's trial, a function or a command: ``(kind, metric or message)``. With
+    ``space`` (the names of the experiment's parameters), a command trial's config naming
+    anything else is refused: the script would get it as one more ``--flag`` of its own (a
+    function gets a config as data only)."""
     try:
         command = parse_trial(p.fn)
     except TrialSpecError as exc:
@@ -171,6 +179,10 @@ def dispatch(p: Payload, allow: Allowlist, progress: Callable[[int, float], None
     why = allow.refusal(p.fn)
     if why is not None:
         return "refused", f"{why} (set EVOQ_ALLOW_COMMANDS or pass --allow-command)"
+    extra = sorted(k for k in p.config if space is not None and k not in space)
+    if extra:
+        shown = ", ".join(repr(k)[:40] for k in extra[:5])
+        return "refused", f"the config names parameters the experiment's space does not have ({shown})"
     return run_command(
         command, p.config, experiment=p.experiment, index=p.trial, attempt=p.attempt,
         on_intermediate=progress or (lambda step, value: None),
@@ -180,6 +192,14 @@ def dispatch(p: Payload, allow: Allowlist, progress: Callable[[int, float], None
 def experiment_version(conn: redis.Redis, keys: Keys) -> int | None:
     """The schema version of the experiment's creation record (the stream's first entry), or
     None when the stream holds no readable ``experiment_created`` record."""
+    head = experiment_head(conn, keys)
+    return None if head is None else head[0]
+
+
+def experiment_head(conn: redis.Redis, keys: Keys) -> tuple[int, frozenset[str]] | None:
+    """The schema version of the experiment's creation record (the stream's first entry) and
+    the names of its space's parameters, or None when the stream holds no readable
+    ``experiment_created`` record."""
     first: Any = conn.xrange(keys.stream, count=1)
     if not first:
         return None
@@ -193,7 +213,10 @@ def experiment_version(conn: redis.Redis, keys: Keys) -> int | None:
     if not (isinstance(rec, tuple) and len(rec) > 1 and rec[0] == TAGS[ExperimentCreated]):
         return None
     version = rec[1]
-    return min(version, SCHEMA_VERSION) if type(version) is int and version >= 1 else None
+    space = rec[3] if len(rec) > 3 else None
+    if type(version) is not int or version < 1 or not isinstance(space, dict):
+        return None
+    return min(version, SCHEMA_VERSION), frozenset(k for k in space if isinstance(k, str))
 
 
 def run_trial(payload: Any) -> dict[str, Any]:
@@ -209,7 +232,8 @@ def run_trial(payload: Any) -> dict[str, Any]:
         raise ValueError(f"job {job.id!r:.80} does not carry the run it names ({p.job_id})")
     conn: redis.Redis = job.connection
     keys = p.keys
-    version = experiment_version(conn, keys)
+    head = experiment_head(conn, keys)
+    version, names = head if head is not None else (None, frozenset[str]())
     if version is None:
         raise ValueError(f"experiment {p.experiment!r} has no readable creation record in this Redis")
     worker = (job.worker_name or socket.gethostname())[:MAX_WORKER_NAME]
@@ -224,7 +248,7 @@ def run_trial(payload: Any) -> dict[str, Any]:
     progress = Progress(lambda step, value: report(TrialProgressed(trial, attempt, step, value, time.time())))
     t0 = time.monotonic()
     try:
-        kind, value = dispatch(p, allowlist(), progress if version >= 2 else None)
+        kind, value = dispatch(p, allowlist(), progress if version >= 2 else None, names)
         progress.flush()
     except BaseTimeoutException as exc:
         report(TrialFailed(trial, attempt, "timeout", clip(f"{exc}"), worker, time.time()))

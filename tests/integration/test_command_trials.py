@@ -273,3 +273,60 @@ def test_a_run_declared_lost_has_its_process_group_ended(tmp_path, server, worke
     assert wait_for(lambda: not any(alive(p) for p in started), timeout=30)
     code, final, err = finish(proc)
     assert code == 0 and final["results"] == 2, err
+
+
+def test_hostile_configs_for_a_flags_command_are_refused(tmp_path, server, workers):
+    """A job for an allowed `args = "flags"` command whose config names a parameter the space
+    does not have made it one more --flag of the script (its own --save wrote a file); a bytes
+    or extension value raised in the worker, leaving the run unreported; a config too large for
+    the environment left its temporary folder behind. Each is refused with a reason."""
+    from rq import Queue
+
+    from evoq.codec import encode
+    from evoq.events import ExperimentCreated
+    from evoq.space import SearchSpace
+    from evoq.strategy import Strategy
+    from evoq.trialspec import CommandTrial
+    from workers.payload import make_payload
+
+    folder = tmp_path / "flags"
+    folder.mkdir()
+    marker = tmp_path / "PWNED"
+    (folder / "train.py").write_text(
+        "import argparse, evoq.trial\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--x'); p.add_argument('--save')\n"
+        "a = p.parse_args()\n"
+        "if a.save: open(a.save, 'w').close()\n"
+        "evoq.trial.report(float(a.x))\n"
+    )
+    trial = CommandTrial(("python3", "train.py"), ".", "flags").canonical()
+    client = server.client()
+    created = ExperimentCreated(
+        "flags", SearchSpace.parse({"x": [1, 2]}).spec(), Strategy(cycles=10).to_dict(), 0, trial, "t", 1.0
+    )
+    RedisLog(client, Keys("flags")).append([encode(created)])
+    q = Queue("evoq", connection=client, serializer="workers.serializer.MsgpackSerializer", job_class="workers.job.EvoqJob")  # fmt: skip
+    tmp_before = set(Path("/tmp").glob("evoq-flags-*"))
+    configs: dict[int, Any] = {
+        0: {"x": 2, "save": str(marker)},
+        1: {"x": b"\x00\x01"},
+        2: {"x": "A" * 200_000},
+        3: {"x": 1},  # the real one
+    }
+    for i, config in configs.items():
+        q.enqueue_call("workers.trial.run_trial", args=(make_payload("flags", i, 0, config, trial, 5.0),),
+                       job_id=Keys("flags").job_id(i, 0))  # fmt: skip
+    workers.start(folder, trial.removeprefix("command:"))
+
+    def ended() -> dict[int, Any] | None:
+        found = {e.trial: e for e in terminal(server, "flags")}
+        return found if len(found) == len(configs) else None
+
+    ends = wait_for(ended, timeout=120)
+    assert not marker.exists(), "an extra config key became an option of the script"
+    assert isinstance(ends[3], TrialCompleted) and ends[3].metric == 1.0
+    for i in (0, 1, 2):
+        assert isinstance(ends[i], TrialFailed) and ends[i].kind == "refused", ends[i]
+    assert "space does not have ('save')" in ends[0].message
+    assert "not JSON data" in ends[1].message
+    assert set(Path("/tmp").glob("evoq-flags-*")) == tmp_before  # no folder left behind
