@@ -28,6 +28,7 @@ import redis
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -57,6 +58,22 @@ LIST_PUSH_S = 2.0
 
 SHARED_FRAGMENTS = ("failures", "lineage", "population", "params")
 LIVE_FRAGMENTS = ("progress", "running", "workers", "audit")
+
+
+class _TrialNumber(Convertor[int]):
+    """A trial number in a URL: at most 18 digits (a longer one matches no route: 404, where
+    Starlette's ``int`` answered 500 past Python's 4300-digit limit)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("trial", _TrialNumber())
 
 
 def _shown(value: Any) -> Any:
@@ -397,8 +414,8 @@ def create_app(dash: Dashboard, *, allowed_hosts: Sequence[str] | None = None) -
         Route("/x/{where}/{name}", experiment),
         Route("/x/{where}/{name}/stream", experiment_stream),
         Route("/x/{where}/{name}/state.json", state_json),
-        Route("/x/{where}/{name}/trial/{trial:int}", trial),
-        Route("/x/{where}/{name}/trial/{trial:int}/stream", trial_stream),
+        Route("/x/{where}/{name}/trial/{trial:trial}", trial),
+        Route("/x/{where}/{name}/trial/{trial:trial}/stream", trial_stream),
         Mount("/static", StaticFiles(packages=[("evoq.dashboard", "static")]), name="static"),
     ]
 

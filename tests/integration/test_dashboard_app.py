@@ -205,6 +205,8 @@ def test_unknown_experiments_and_trials_are_404_with_a_message(site):
     assert code == 404 and "shows no Redis" in html
     code, html = get(server.url + "/x/embedded/alpha/trial/99999")
     assert code == 404 and "has no trial 99999" in html
+    for path in ("/trial/" + "9" * 5000, "/trial/" + "9" * 5000 + "/stream", "/trial/-1"):
+        assert get(server.url + "/x/embedded/alpha" + path)[0] == 404  # was 500 past 4300 digits
     code, _ = get(server.url + "/x/embedded/..%2F..%2Fetc")
     assert code == 404
 
