@@ -622,12 +622,21 @@ def _parse_param(name: Any, raw: Any) -> Param:
             raise SpaceError(f"{where}: sigma must be positive, got {b}")
         if log and a + _Z_MAX * b > _EXP_MAX:
             raise SpaceError(f"{where}: exp(normal({a}, {b})) can overflow a float: lower mu or sigma")
+        _check_steps(where, q, math.exp(a + _Z_MAX * b) if log else abs(a) + _Z_MAX * b)
         return Normal(name, a, b, q, log)
+    _check_steps(where, q, max(abs(a), abs(b)))
     if a >= b:
         raise SpaceError(f"{where}: low >= high ({a} >= {b})")
     if log and a <= 0:
         raise SpaceError(f"{where}: {kind} needs a positive low bound, got {a}")
     return Uniform(name, a, b, q, log)
+
+
+def _check_steps(where: str, q: float | None, extent: float) -> None:
+    """A ``q`` that counts the values up to ``extent`` in at most 2**53 steps (a float counts no
+    further; ``x / q`` would round to nothing meaningful, or overflow)."""
+    if q is not None and not extent / q <= 2.0**53:
+        raise SpaceError(f"{where}: q = {q} is too small for values up to {extent:g} (at most 2**53 steps)")
 
 
 _Test: TypeAlias = Callable[[Any], bool]
