@@ -904,9 +904,8 @@ def replay(
     now = None  # runs in flight are timed at the prefix's last record, not at today's clock
     if last[0] is not None:
         pos, rec = last[0]
-        with contextlib.suppress(CodecError):
-            stamp = (check_record(rec, offset=pos) if isinstance(rec, bytes) else rec)[-1]
-            now = known_time(stamp)
+        with contextlib.suppress(CodecError, TypeError, IndexError):  # a last record the fold rejected
+            now = known_time(check_record(rec, offset=pos)[-1])
     print_state(b.freeze(), as_json, now=now)
 
 

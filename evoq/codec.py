@@ -269,18 +269,20 @@ def check_record(obj: Any, *, offset: int | str | None = None) -> tuple[Any, ...
     return rec
 
 
-MAX_DEPTH = 32
-"""How deep the maps and arrays of a record (a space, a strategy, a config) may nest."""
+MAX_DEPTH = 64
+"""How deep the maps and arrays of a record (a space, a strategy, a config) may nest (a nested
+choice takes about four levels per level of nesting)."""
 MAX_ITEMS = 100_000
-"""How many values the maps and arrays of one record may hold in all: a 1 MiB record of a
-million empty maps would take a hundred times its size in memory."""
+"""How many maps and arrays one record may hold in all: a 1 MiB record of a million empty maps
+would take seventy times its size in memory (scalars are not counted: a choice of 100,000
+values is a legitimate space)."""
 _NESTED_FIELDS = {"experiment_created": (3, 4), "trial_submitted": (4,)}
 
 
 def check_shape(rec: tuple[Any, ...], offset: int | str | None = None) -> None:
     """Raise CorruptRecordError when the record's nested fields are deeper than
-    :data:`MAX_DEPTH` or hold more than :data:`MAX_ITEMS` values (walked without recursion:
-    readers that recurse, such as the space parser, never see such a record)."""
+    :data:`MAX_DEPTH` or hold more than :data:`MAX_ITEMS` maps and arrays (walked without
+    recursion: readers that recurse, such as the space parser, never see such a record)."""
     stack: list[tuple[Any, int]] = []
     for i in _NESTED_FIELDS[rec[0]]:
         value = rec[i]
@@ -302,10 +304,11 @@ def check_shape(rec: tuple[Any, ...], offset: int | str | None = None) -> None:
             continue
         if depth > MAX_DEPTH:
             raise CorruptRecordError(f"{rec[0]}: values nested deeper than {MAX_DEPTH}", offset=offset)
-        items += len(children)
+        nested = [child for child in children if type(child) in (dict, list, tuple)]
+        items += len(nested)
         if items > MAX_ITEMS:
-            raise CorruptRecordError(f"{rec[0]}: more than {MAX_ITEMS} values", offset=offset)
-        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list, tuple))
+            raise CorruptRecordError(f"{rec[0]}: more than {MAX_ITEMS} maps and arrays", offset=offset)
+        stack.extend((child, depth + 1) for child in nested)
 
 
 def _slow_check(obj: Any, offset: int | str | None) -> tuple[Any, ...]:

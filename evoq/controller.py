@@ -598,6 +598,8 @@ class Controller:
                 return ""
             inflater = zlib.decompressobj()
             text = inflater.decompress(base64.b64decode(raw), 1 << 16).decode(errors="replace")
+            if not inflater.eof:  # longer than 64 KiB: its last line is not the exception's
+                return ""
         except Exception:  # the detail is a courtesy; never let it stop the controller
             return ""
         last = [line for line in text.strip().splitlines() if line.strip()]

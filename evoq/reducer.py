@@ -573,10 +573,9 @@ def _on_submitted(b: StateBuilder, r: tuple[Any, ...]) -> None:
         _live(b)
         return
     i, attempt, config = r[2], r[3], r[4]
-    try:
-        check_shape(r)
-    except CodecError as exc:
-        raise InvalidLogError(exc.reason) from None
+    # (no shape check here: a config is kept only when the space, whose shape was checked with
+    # experiment_created, accepts it, or when it equals one that was; readers that keep every
+    # decoded record check it in codec.check_record)
     if attempt == 0:
         if i != b.next_trial or not b.space.contains(config):  # type: ignore[union-attr]
             return

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .codec import CodecError, check_shape, to_record
 from .errors import EvoqError
 from .events import ExperimentCreated
 from .keys import check_name
@@ -117,7 +118,12 @@ def build(
     seed = top.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise SpecError(f"{where}: key 'seed' must be a non-negative integer, got {seed!r}")
-    return Spec(name, trial, seed, strategy, space, dict(given or {}))
+    spec = Spec(name, trial, seed, strategy, space, dict(given or {}))
+    try:  # what every reader of the log will check: refuse it now rather than log it
+        check_shape(to_record(spec.created()))
+    except CodecError as exc:
+        raise SpecError(f"{where}: [space]: {exc.reason}") from None
+    return spec
 
 
 def parse_spec(raw: Mapping[str, Any], *, where: str = "spec", base: Path | None = None) -> Spec:

@@ -26,7 +26,6 @@ from typing import Any
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.utils import decode_redis_hash
 
 # Imported here, in `rq worker`'s main process (which loads this module as --job-class), so that a
 # forking Worker's work horses inherit evoq instead of importing it again for every job (~18 ms of
@@ -109,6 +108,14 @@ REFUSED_FUNCTION = "evoq.refused"
 """The function a quarantined job names (in no allowlist: it is never imported)."""
 
 
+def _fields(raw_data: Any) -> dict[str, Any]:
+    """A job hash's fields by name; names that are not UTF-8 decoded with replacement (RQ's
+    own decoding raises on them, and is tried later, where its error quarantines the job)."""
+    if not isinstance(raw_data, dict):
+        return {}
+    return {k.decode(errors="replace") if isinstance(k, bytes) else str(k): v for k, v in raw_data.items()}
+
+
 def _quarantined(fields: dict[str, Any], serializer: Any) -> dict[bytes, bytes]:
     """What an unreadable job is restored from: data naming :data:`REFUSED_FUNCTION` with no
     arguments, and only the fields RQ needs to fail it, each one known to parse."""
@@ -135,7 +142,7 @@ class EvoqJob(Job):
         bomb) would stop the worker that dequeues it, and every worker after it: such a job is
         restored from :func:`_quarantined` fields instead, refused, and failed without running.
         """
-        fields = decode_redis_hash(raw_data) if isinstance(raw_data, dict) else {}
+        fields = _fields(raw_data)
         why = size_refusal(fields)
         result: Any = None
         if why is None:

@@ -77,11 +77,17 @@ class WorkerCommand:
 
 
 def clear_stale_registration(client: Any, name: str) -> str | None:
-    """Free a worker name left registered by a process of this host that is gone (``kill -9``,
-    an OOM kill, a power cut): RQ refuses to start a worker under a name whose key has not
-    expired yet (up to its TTL, about 7 minutes), which a supervisor restarting a fixed-name
-    worker (``--name "$(hostname)-gpu0"``) would hit again and again. Returns what was done, or
-    None when the name is free or held by a live process (or one on another host: left alone).
+    """Free a worker name left registered by a worker that is gone (``kill -9``, the OOM
+    killer, a power cut): RQ refuses to start a worker under a name whose key has not expired
+    yet (up to its TTL, minutes), which a supervisor restarting a fixed-name worker
+    (``--name "$(hostname)-gpu0"``) would hit again and again. Returns what was done, or None.
+
+    The proof that the holder is gone is Redis's own: evoq's workers name their connections
+    after the worker, and no connection of that name is open (``CLIENT LIST``; a dead process's
+    connections close with it). Without ``CLIENT LIST`` (a worker ACL user may not have it),
+    the name is cleared only when its holder ran on this host, in this PID namespace's view, and
+    that process is gone; a holder of the same PID as this process is not taken for gone
+    (containers restart as PID 1, and another container may run as PID 1 too).
     """
     from rq.worker import Worker
 
@@ -90,13 +96,22 @@ def clear_stale_registration(client: Any, name: str) -> str | None:
         host, pid, death = client.hmget(key, "hostname", "pid", "death")
     except Exception:  # not a hash: RQ will say what is wrong with it
         return None
-    if host is None or death is not None or host.decode(errors="replace") != socket.gethostname():
+    if host is None or death is not None:
         return None
     try:
         number = int(pid)
     except (TypeError, ValueError):
+        number = -1
+    try:
+        open_names = {str(c.get("name")) for c in client.client_list()}
+    except Exception:  # no CLIENT LIST for this user: fall back on the process table
+        open_names = None
+    if open_names is not None:
+        if name in open_names:
+            return None  # a live worker holds the name
+    elif host.decode(errors="replace") != socket.gethostname() or number <= 0 or number == os.getpid():
         return None
-    if number != os.getpid():
+    else:
         try:
             os.kill(number, 0)
             return None  # alive: a real second worker under this name

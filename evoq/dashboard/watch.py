@@ -450,6 +450,8 @@ class Probe:
                     self._jobs[run] = (float(ttl) if isinstance(ttl, int | float) else None, job.origin)
                 except NoSuchJobError:
                     self._jobs[run] = (None, None)
+                except redis.RedisError:  # Redis away: look again next time, as before
+                    raise
                 except Exception:  # a hash someone else wrote: shown without its heartbeat TTL
                     self._jobs[run] = (None, None)
         for old in [r for r in self._jobs if r not in runs]:

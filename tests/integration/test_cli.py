@@ -327,3 +327,6 @@ def test_replay_times_runs_in_flight_at_the_prefix_not_today(tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "in flight:" in ln)
     ages = [int(m) for m in re.findall(r"@\S+ (-?\d+)s", line)]
     assert ages and all(0 <= a < 3600 for a in ages), line
+    FileLog(log).append([b"\xc1"])  # a last record the fold rejects: no time to read from it
+    proc = evoq("replay", str(log), cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

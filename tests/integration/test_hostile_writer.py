@@ -266,6 +266,8 @@ def test_job_hashes_rq_cannot_read_are_refused_and_never_stop_a_worker(server, t
     client.hset(bad["zlib_bomb"].key, "data", zlib.compress(b"\0" * (256 << 20), 9))  # 256 MiB from 0.25 MB
     bad["traceback_bomb"] = enqueue(client, "unreadable", n + 3, *good)  # RQ inflates exc_info too
     client.hset(bad["traceback_bomb"].key, "exc_info", zlib.compress(b"\0" * (256 << 20), 9))
+    bad["field_name"] = enqueue(client, "unreadable", n + 4, *good)  # a name RQ cannot decode
+    client.hset(bad["field_name"].key, b"\xff\xfe", "x")
     enqueue(client, "unreadable", n + 2, "tests.hostile_trials:train", {"x": 2})
     unreadable = {k for k, job in bad.items() if rq_cannot_read(client, client.hgetall(job.key))}
     assert {"status", "timeout", "created_at", "retry_intervals"} <= unreadable
@@ -276,7 +278,7 @@ def test_job_hashes_rq_cannot_read_are_refused_and_never_stop_a_worker(server, t
     for name, job in bad.items():
         status = client.hget(job.key, "status")
         assert status in (b"failed", b"finished"), (name, status)  # ended: nothing left queued
-        if name in unreadable or name in ("data_too_large", "zlib_bomb", "traceback_bomb"):
+        if name in unreadable or name in ("data_too_large", "zlib_bomb", "traceback_bomb", "field_name"):
             assert status == b"failed", name
             loaded = EvoqJob.fetch(job.id, connection=client, serializer=SERIALIZER)
             result = loaded.latest_result()

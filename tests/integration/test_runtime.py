@@ -314,6 +314,10 @@ def test_a_worker_killed_hard_restarts_under_its_name_at_once(tmp_path, server):
         wait_for(lambda: client.hget(f"rq:worker:{name}", "pid") == str(second.pid).encode(), timeout=60)
         time.sleep(1.0)
         assert second.poll() is None, second.communicate()
+        third = start()  # the name's holder is alive: never cleared
+        _, third_err = third.communicate(timeout=60)
+        assert third.returncode != 0 and "cleared" not in third_err
+        assert second.poll() is None and client.hget(f"rq:worker:{name}", "pid") == str(second.pid).encode()
     finally:
         second.terminate()
         _, err = second.communicate(timeout=60)

@@ -183,3 +183,26 @@ def test_golden_log_for_current_versions_exists():
     from evoq.filelog import MAGIC
 
     assert (GOLDEN / f"schema{codec.SCHEMA_VERSION}-file{MAGIC[-1:].decode()}.evoqlog").exists()
+
+
+def test_shape_limits_count_nesting_and_containers_not_scalars():
+    """A choice of 100,000 values is a legitimate space (a review found the first limit, which
+    counted scalars, made such an experiment's log unreadable by its own controller); depth and
+    the number of maps and arrays are what is bounded, and a spec beyond them is refused before
+    anything is logged."""
+    from evoq.codec import MAX_DEPTH, MAX_ITEMS, CorruptRecordError, check_shape, to_record
+    from evoq.events import ExperimentCreated
+    from evoq.spec import SpecError, parse_spec
+
+    spec = parse_spec({"name": "big", "trial": "m:f", "space": {"x": list(range(100_000))}})
+    check_shape(to_record(spec.created()))
+    swollen = ExperimentCreated(
+        "s", {"x": {"_type": "choice", "_value": [{}] * (MAX_ITEMS + 1)}}, {}, 0, "m:f", "t", 0.0
+    )
+    with pytest.raises(CorruptRecordError, match="maps and arrays"):
+        check_shape(to_record(swollen))
+    deep: object = 1
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(SpecError, match=f"nested deeper than {MAX_DEPTH}"):
+        parse_spec({"name": "deep", "trial": "m:f", "space": {"x": {"_type": "choice", "_value": [deep, 2]}}})
