@@ -211,4 +211,6 @@ def test_deep_or_swollen_records_are_rejected_not_recursed_or_held(tmp_path):
     log = tmp_path / "swollen.evoqlog"
     FileLog(log).append([msgpack.packb(ok), msgpack.packb(swollen)])
     proc = evoq("status", str(log), cwd=tmp_path)
-    assert proc.returncode == 0 and f"more than {MAX_ITEMS} maps and arrays" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"more than {MAX_ITEMS} maps and arrays" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
