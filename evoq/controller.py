@@ -28,7 +28,6 @@ import contextlib
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -596,10 +595,13 @@ class Controller:
             raw = entries[0][1].get(b"exc_string") if entries else None
             if not isinstance(raw, bytes) or len(raw) > 1 << 20:
                 return ""
-            inflater = zlib.decompressobj()
-            text = inflater.decompress(base64.b64decode(raw), 1 << 16).decode(errors="replace")
-            if not inflater.eof:  # longer than 64 KiB: its last line is not the exception's
+            from workers.job import inflate_at_most
+
+            # over 64 KiB inflated: dropped (its last line would not be the exception's)
+            inflated = inflate_at_most(base64.b64decode(raw), 1 << 16)
+            if inflated is None:
                 return ""
+            text = inflated.decode(errors="replace")
         except Exception:  # the detail is a courtesy; never let it stop the controller
             return ""
         last = [line for line in text.strip().splitlines() if line.strip()]

@@ -112,12 +112,9 @@ SUSPECTS_SCRIPT = """
 -- whether its heartbeat key exists.
 local out = {}
 for i = 1, #KEYS, 2 do
-  local kind = redis.call('TYPE', KEYS[i])['ok']
-  local status = false
-  if kind == 'hash' then
-    status = redis.call('HGET', KEYS[i], 'status')
-  elseif kind ~= 'none' then
-    status = 'overwritten (a Redis ' .. kind .. ', not a job hash)'  -- someone else's write
+  local status = redis.pcall('HGET', KEYS[i], 'status')
+  if type(status) == 'table' and status['err'] then  -- WRONGTYPE: someone else's write
+    status = 'overwritten (not a job hash)'
   end
   local beating = redis.call('EXISTS', KEYS[i + 1])
   if not (status == 'started' and beating == 1) then

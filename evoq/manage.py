@@ -33,7 +33,7 @@ def _row(src: Source, where: str, last_at: float | None, known: KnownState | Non
         return experiment_row(src.name, where, state, last_at)
     try:
         state = src.load().state
-    except (SourceError, ValueError, RecursionError, MemoryError) as exc:  # one bad log: one row
+    except SourceError as exc:
         return {"name": src.name, "where": where, "status": "unreadable", "results": 0, "cycles": None,
                 "best": None, "failed": 0, "running": 0, "rejected": 0, "last_at": last_at, "error": str(exc)}  # fmt: skip
     return experiment_row(src.name, where, state, last_at)

@@ -88,20 +88,21 @@ def size_refusal(fields: dict[str, Any]) -> str | None:
             continue
         if len(value) > MAX_JOB_DATA:
             return f"the job's {name} holds {len(value)} bytes (at most {MAX_JOB_DATA})"
-        if inflated_size(value, MAX_JOB_DATA) > MAX_JOB_DATA:
+        if inflate_at_most(value, MAX_JOB_DATA) is None:
             return f"the job's {name} decompresses to more than {MAX_JOB_DATA} bytes"
     return None
 
 
-def inflated_size(value: bytes, limit: int) -> int:
-    """How many bytes zlib-compressed ``value`` inflates to, counted no further than past
-    ``limit`` (``len(value)`` when it is not zlib data: read as it is)."""
+def inflate_at_most(value: bytes, limit: int) -> bytes | None:
+    """``value`` zlib-inflated, or None when it would inflate to more than ``limit`` bytes
+    (inflated no further than that: a zlib bomb costs ``limit`` bytes); ``value`` itself when it
+    is not zlib data (RQ then reads it as it is)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(value, limit + 1)
     except zlib.error:
-        return len(value)
-    return limit + 1 if inflater.unconsumed_tail else len(out)
+        return value
+    return None if len(out) > limit or inflater.unconsumed_tail else out
 
 
 REFUSED_FUNCTION = "evoq.refused"

@@ -189,13 +189,6 @@ def dispatch(
     )  # fmt: skip
 
 
-def experiment_version(conn: redis.Redis, keys: Keys) -> int | None:
-    """The schema version of the experiment's creation record (the stream's first entry), or
-    None when the stream holds no readable ``experiment_created`` record."""
-    head = experiment_head(conn, keys)
-    return None if head is None else head[0]
-
-
 def experiment_head(conn: redis.Redis, keys: Keys) -> tuple[int, frozenset[str]] | None:
     """The schema version of the experiment's creation record (the stream's first entry) and
     the names of its space's parameters, or None when the stream holds no readable

@@ -255,3 +255,19 @@ def test_experiments_sharing_a_queue_split_its_workers():
     shares = [alpha.live_workers(), beta_share]
     assert shares == [3, 2]  # the remainder goes to the first by name
     assert sorted(admin.zrange("evoq:queue:evoq:controllers", 0, -1)) == [b"alpha", b"beta"]
+
+
+def test_a_lost_run_s_rq_reason_is_read_with_a_bounded_inflate():
+    """RQ's result entry for a failed job is anyone's write: a zlib bomb there (256 MiB from
+    0.25 MB) is dropped after 64 KiB of inflating, a real reason is read to its last line."""
+    import base64
+    import zlib
+
+    server = fakeredis.FakeServer()
+    ctl = make(server)
+    key = "rq:results:evoq-c-0-0"
+    trace = "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n"
+    ctl.client.xadd(key, {"exc_string": base64.b64encode(zlib.compress(trace.encode()))})
+    assert ctl._failure_detail("evoq-c-0-0") == ": RuntimeError: CUDA out of memory"
+    ctl.client.xadd(key, {"exc_string": base64.b64encode(zlib.compress(b"\0" * (256 << 20), 9))})
+    assert ctl._failure_detail("evoq-c-0-0") == ""  # inflated whole, its "last line" is 256 MiB of NULs
